@@ -1,0 +1,1 @@
+"""The runtime that wires Yibao together: config, Redis, OTP, SMS, alerts, CLI."""

@@ -1,0 +1,161 @@
+"""The one place that builds Yibao from its settings. The CLI and the tests both come through here."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from redis.asyncio import Redis
+
+from bot.clock import SystemClock
+from bot.codec import StateCodec
+from bot.config import Settings, read_secret
+from bot.embedded_redis import EmbeddedRedis
+from bot.insurance_port import ContractInsurance
+from bot.keys import Keys
+from bot.otp import OtpLimits, OtpService
+from bot.pii import PiiCipher, load_or_create_key, parse_key
+from bot.sms import ConsoleSmsGateway, FileSmsGateway, ShowSms, SmsGateway
+from bot.store import RedisStore
+from dialogs.i18n import Catalogs
+from dialogs.machine import Conversation, DialogSettings
+from dialogs.models import PlatformName
+from dialogs.ports import Clock
+from insurance.sandbox import SandboxPlatform
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """Yibao cannot start with these settings; the message says what to change."""
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    redis: Redis
+    keys: Keys
+    store: RedisStore
+    otp: OtpService
+    conversation: Conversation
+    embedded: EmbeddedRedis | None = None
+    _closed: bool = field(default=False, repr=False)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self.redis.aclose()
+        if self.embedded is not None:
+            self.embedded.stop()
+
+
+def pii_key(settings: Settings) -> bytes:
+    """The operator's key, or (demo only: no ``redis.url``) one generated and kept locally."""
+    secret = read_secret(settings.security.pii_key, settings.security.pii_key_file)
+    if secret is not None:
+        try:
+            return parse_key(secret.get_secret_value())
+        except ValueError as e:
+            raise StartupError(f"security.pii_key: {e}") from None
+    if settings.redis.url is not None:
+        raise StartupError(
+            "security.pii_key is required when redis.url is set: every instance must share one key "
+            "(generate one with: python3 -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())')"
+        )
+    path = settings.general.data_dir / "pii.key"
+    key, created = load_or_create_key(path)
+    if created:
+        log.warning("generated a demo PII key in %s; configure security.pii_key for real use", path)
+    return key
+
+
+def open_redis(settings: Settings) -> tuple[Redis, EmbeddedRedis | None]:
+    if settings.redis.url is not None:
+        return Redis.from_url(settings.redis.url.get_secret_value()), None
+    # Started on the calling (main) thread so the child is tied to this process's life.
+    embedded = EmbeddedRedis(settings.general.data_dir / "redis")
+    embedded.start()
+    log.info("embedded redis-server %s started (pid %s)", embedded.binary, embedded.pid)
+    return Redis.from_url(embedded.url), embedded
+
+
+def sms_gateway(settings: Settings, clock: Clock, show_sms: ShowSms | None) -> SmsGateway:
+    if settings.sms.gateway == "file":
+        assert settings.sms.file_path is not None  # the settings model requires it
+        return FileSmsGateway(settings.sms.file_path, clock)
+    if show_sms is None:
+        raise StartupError('sms.gateway "console" shows codes in `yibao chat` only; configure "file" here')
+    return ConsoleSmsGateway(show_sms)
+
+
+async def build_runtime(
+    settings: Settings,
+    *,
+    show_sms: ShowSms | None = None,
+    clock: Clock | None = None,
+) -> Runtime:
+    tz = ZoneInfo(settings.general.timezone)
+    clock = clock or SystemClock(tz)
+    data_dir = settings.general.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(data_dir, 0o700)
+    cipher = PiiCipher(pii_key(settings))
+    gateway = sms_gateway(settings, clock, show_sms)
+    redis, embedded = open_redis(settings)
+    try:
+        await redis.ping()
+    except Exception:
+        await redis.aclose()
+        if embedded is not None:
+            embedded.stop()
+        raise
+    keys = Keys(settings.redis.prefix)
+    catalogs = Catalogs()
+    store = RedisStore(
+        redis,
+        keys=keys,
+        codec=StateCodec(cipher),
+        session_ttl_seconds=settings.redis.session_idle_seconds,
+        lock_seconds=settings.redis.lock_seconds,
+        lock_wait_seconds=settings.redis.lock_wait_seconds,
+    )
+    o = settings.otp
+    otp = OtpService(
+        redis,
+        keys=keys,
+        cipher=cipher,
+        gateway=gateway,
+        clock=clock,
+        catalogs=catalogs,
+        limits=OtpLimits(
+            code_ttl_seconds=o.code_ttl_seconds,
+            max_attempts=o.max_attempts,
+            resend_interval_seconds=o.resend_interval_seconds,
+            max_per_hour_per_user=o.max_per_hour_per_user,
+            max_per_hour_per_phone=o.max_per_hour_per_phone,
+            lockout_after_failures=o.lockout_after_failures,
+            failure_window_seconds=o.failure_window_seconds,
+            lockout_seconds=o.lockout_seconds,
+        ),
+        signature=settings.sms.signature,
+    )
+    sandbox = SandboxPlatform.from_file(settings.insurance.sandbox_data, clock=clock.now)
+    insurance = ContractInsurance(PlatformName(settings.insurance.name), sandbox)
+    conversation = Conversation(
+        store=store,
+        insurance=insurance,
+        otp=otp,
+        clock=clock,
+        catalogs=catalogs,
+        settings=DialogSettings(
+            default_locale=settings.general.default_locale,
+            timezone=tz,
+            max_threshold=settings.alerts.max_threshold,
+            session_idle_minutes=settings.redis.session_idle_seconds // 60,
+            code_ttl_minutes=o.code_ttl_seconds // 60,
+        ),
+    )
+    return Runtime(settings, redis, keys, store, otp, conversation, embedded)

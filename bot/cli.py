@@ -1,0 +1,148 @@
+"""``yibao``: the command line.
+
+``yibao chat`` talks to Yibao in the terminal; ``yibao config check`` validates a config file;
+``yibao sandbox people`` lists the sandbox's fictional insured people to try.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import unicodedata
+from importlib.metadata import PackageNotFoundError, version
+
+from bot.config import ConfigError, Settings, load_settings
+
+EXIT_CONFIG = 2
+
+
+def _version() -> str:
+    try:
+        return version("yibao-bot")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "unknown"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="yibao", description="Yibao: your medical-insurance (医保) balance in a chat."
+    )
+    p.add_argument("--version", action="version", version=f"yibao {_version()}")
+    p.add_argument(
+        "--config", metavar="PATH", help="config file (default: $YIBAO_CONFIG, else ./config.toml if present)"
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    chat = sub.add_parser(
+        "chat", help="chat with Yibao in this terminal (embedded Redis and sandbox by default)"
+    )
+    chat.add_argument("--lang", choices=("zh", "en"), help="your language (default: from $LANG, else zh)")
+
+    config = sub.add_parser("config", help="work with the config file")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    check = config_sub.add_parser("check", help="validate a config file; exit 2 naming each bad key")
+    check.add_argument("path", nargs="?", help="the file (default: as --config)")
+
+    sandbox = sub.add_parser("sandbox", help="the sandbox insurance platform")
+    sandbox_sub = sandbox.add_subparsers(dest="sandbox_command", required=True, metavar="ACTION")
+    sandbox_sub.add_parser("people", help="list the fictional insured people to try")
+    return p
+
+
+def _load(path: str | None) -> Settings:
+    try:
+        settings, _ = load_settings(path)
+    except ConfigError as e:
+        _print_problems(e)
+        raise SystemExit(EXIT_CONFIG) from None
+    return settings
+
+
+def _print_problems(e: ConfigError) -> None:
+    where = str(e.path) if e.path else "settings"
+    for problem in e.problems:
+        print(f"{where}: {problem.key}: {problem.message}", file=sys.stderr)
+
+
+def cmd_config_check(path: str | None) -> int:
+    try:
+        settings, used = load_settings(path)
+    except ConfigError as e:
+        _print_problems(e)
+        return EXIT_CONFIG
+    redis = "set (redis.url)" if settings.redis.url else f"embedded, data in {settings.general.data_dir}"
+    key = "set" if (settings.security.pii_key or settings.security.pii_key_file) else "not set (demo key)"
+    print(f"{used or 'built-in defaults'}: OK")
+    print(f"  redis: {redis}; prefix {settings.redis.prefix!r}")
+    print(f"  pii key: {key}; sms gateway: {settings.sms.gateway}; insurance: {settings.insurance.kind}")
+    if settings.redis.url and not (settings.security.pii_key or settings.security.pii_key_file):
+        print(f"{used or 'settings'}: security.pii_key: required when redis.url is set", file=sys.stderr)
+        return EXIT_CONFIG
+    return 0
+
+
+def cmd_sandbox_people(settings: Settings) -> int:
+    from dialogs.masking import mask_phone
+    from insurance.sandbox import SandboxPlatform
+
+    people = SandboxPlatform.from_file(settings.insurance.sandbox_data).people()
+    print("Fictional people in the sandbox (not real persons):")
+    print(
+        f"{_pad('name', 16)} {'ID number':<19} {'phone on file':<14} {_pad('region', 14)} {'kind':<9} scenario"
+    )
+    for p in people:
+        print(
+            f"{_pad(p.name, 16)} {p.id_number:<19} {mask_phone(p.phone):<14} {_pad(p.region_name, 14)} "
+            f"{p.kind.value:<9} {p.scenario.value}"
+        )
+    return 0
+
+
+def _pad(text: str, width: int) -> str:
+    """Left-align in a terminal, where CJK characters take two columns."""
+    used = sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+    return text + " " * max(0, width - used)
+
+
+def cmd_chat(settings: Settings, lang: str | None) -> int:
+    from bot.app import StartupError, build_runtime
+    from bot.embedded_redis import DataDirBusy, RedisBinaryNotFound, RedisStartError
+    from bot.logs import setup_logging
+    from dialogs.i18n import normalize_locale
+    from platforms.console import ConsoleAdapter
+
+    setup_logging(settings.logging.level, settings.logging.file or settings.general.data_dir / "yibao.log")
+    locale = lang or normalize_locale(os.environ.get("LANG"))
+    adapter = ConsoleAdapter(user_id=settings.console.user, locale=locale)
+
+    async def chat() -> None:
+        runtime = await build_runtime(settings, show_sms=adapter.show_sms)
+        try:
+            await adapter.run(runtime.conversation.handle)
+        finally:
+            await runtime.aclose()
+
+    try:
+        asyncio.run(chat())
+    except (StartupError, RedisBinaryNotFound, DataDirBusy, RedisStartError, OSError) as e:
+        print(f"yibao: cannot start: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "config":
+        return cmd_config_check(args.path or args.config)
+    settings = _load(args.config)
+    if args.command == "sandbox":
+        return cmd_sandbox_people(settings)
+    return cmd_chat(settings, args.lang)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""How the dialogs' state is written to Redis, with personal data encrypted.
+
+Session: JSON ``{"state": ..., "pending": <ciphertext of the pending bind>}``; an idle session with
+nothing pending is not stored at all. Profile: a hash with ``binding`` (JSON whose ID and phone
+numbers are ciphertexts), ``threshold`` and ``lang``. Ciphertexts are bound to the user, so a record
+copied to another user's key does not decrypt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+
+from pydantic import SecretStr, ValidationError
+
+from bot.pii import PiiCipher, PiiError
+from dialogs.models import Binding, MemberId, PendingBind, PlatformName, Profile, Session, State, UserKey
+
+log = logging.getLogger(__name__)
+
+
+class StateCodec:
+    def __init__(self, cipher: PiiCipher) -> None:
+        self.cipher = cipher
+
+    # -- session -------------------------------------------------------------------------------
+
+    def encode_session(self, user: UserKey, session: Session) -> str | None:
+        """None: nothing worth keeping (idle, nothing pending), so the key is deleted."""
+        if session.state is State.IDLE and session.pending is None:
+            return None
+        record: dict[str, str] = {"state": session.state.value}
+        if session.pending is not None:
+            pending = {
+                k: (v.get_secret_value() if isinstance(v, SecretStr) else v)
+                for k, v in session.pending
+                if v is not None
+            }
+            record["pending"] = self.cipher.encrypt(json.dumps(pending), context=f"pending|{user}")
+        return json.dumps(record)
+
+    def decode_session(self, user: UserKey, raw: bytes | None) -> Session:
+        if raw is None:
+            return Session()
+        try:
+            record = json.loads(raw)
+            pending = None
+            if "pending" in record:
+                pending = PendingBind.model_validate_json(
+                    self.cipher.decrypt(record["pending"], context=f"pending|{user}")
+                )
+            return Session(state=State(record["state"]), pending=pending)
+        except (ValueError, KeyError, PiiError, ValidationError):
+            # A half-finished conversation is not worth failing every later message for.
+            log.warning("discarding an unreadable session for %s", user)
+            return Session()
+
+    # -- profile -------------------------------------------------------------------------------
+
+    def encode_binding(self, user: UserKey, binding: Binding) -> str:
+        return json.dumps(
+            {
+                "member_id": binding.member_id,
+                "platform": binding.platform,
+                "id": self.cipher.encrypt(binding.id_number.get_secret_value(), context=f"id|{user}"),
+                "phone": self.cipher.encrypt(binding.phone.get_secret_value(), context=f"phone|{user}"),
+                "bound_at": binding.bound_at.isoformat(),
+            }
+        )
+
+    def decode_profile(self, user: UserKey, fields: dict[bytes, bytes]) -> Profile:
+        """Raises ``PiiError`` when the binding does not decrypt (the operator's key changed)."""
+        binding = None
+        raw = fields.get(b"binding")
+        if raw is not None:
+            record = json.loads(raw)
+            binding = Binding(
+                member_id=MemberId(record["member_id"]),
+                platform=PlatformName(record["platform"]),
+                id_number=SecretStr(self.cipher.decrypt(record["id"], context=f"id|{user}")),
+                phone=SecretStr(self.cipher.decrypt(record["phone"], context=f"phone|{user}")),
+                bound_at=datetime.fromisoformat(record["bound_at"]),
+            )
+        threshold = None
+        if b"threshold" in fields:
+            try:
+                threshold = Decimal(fields[b"threshold"].decode())
+            except InvalidOperation:
+                log.warning("ignoring an unreadable threshold for %s", user)
+        lang = fields[b"lang"].decode() if b"lang" in fields else None
+        return Profile(binding=binding, threshold=threshold, lang=lang)

@@ -1,0 +1,268 @@
+"""Yibao's configuration: one pydantic-settings model, read from TOML and the environment.
+
+Where the file comes from: ``--config PATH``, else ``$YIBAO_CONFIG``, else ``./config.toml`` if it
+exists, else the built-in defaults (which run the demo). Any key can be overridden from the
+environment as ``YIBAO_<SECTION>__<KEY>`` (``YIBAO_OTP__MAX_ATTEMPTS=3``). Secrets are ``SecretStr``
+and may instead be read from a file (``<key>_file``); they are never printed.
+
+Nothing here runs at import time: ``load_settings`` is called by the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from contextvars import ContextVar
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_CONFIG = "YIBAO_CONFIG"
+DEFAULT_CONFIG = Path("config.toml")
+
+_toml_path: ContextVar[Path | None] = ContextVar("yibao_toml_path", default=None)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GeneralSettings(_Section):
+    data_dir: Path = Path(".yibao")
+    """Local folder for the embedded Redis, the generated demo key and the chat log."""
+    default_locale: Literal["zh", "en"] = "zh"
+    timezone: str = "Asia/Shanghai"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}, e.g. 'Asia/Shanghai'") from None
+        return value
+
+
+class RedisSettings(_Section):
+    url: SecretStr | None = None
+    """``redis://``, ``rediss://`` or ``unix://`` URL (may hold a password). Empty: start an
+    embedded redis-server with its data in ``general.data_dir``."""
+    prefix: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")] = "yibao"
+    session_idle_seconds: Annotated[int, Field(ge=60, le=86_400)] = 1800
+    lock_seconds: Annotated[float, Field(gt=0, le=300)] = 30.0
+    """How long one user's update may hold that user's guard before another may take it."""
+    lock_wait_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if not re.match(r"^(redis|rediss|unix)://", value.get_secret_value()):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+
+class SecuritySettings(_Section):
+    pii_key: SecretStr | None = None
+    """Base64 of 32 random bytes: encrypts ID and phone numbers at rest and keys their hashes.
+    Empty: the demo generates one in ``general.data_dir/pii.key``."""
+    pii_key_file: Path | None = None
+
+
+class OtpSettings(_Section):
+    code_ttl_seconds: Annotated[int, Field(ge=60, le=600)] = 300
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 5
+    resend_interval_seconds: Annotated[int, Field(ge=0, le=3600)] = 60
+    max_per_hour_per_user: Annotated[int, Field(ge=1, le=100)] = 5
+    max_per_hour_per_phone: Annotated[int, Field(ge=1, le=100)] = 5
+    lockout_after_failures: Annotated[int, Field(ge=1, le=100)] = 3
+    """Failed bind attempts (a code voided by wrong tries, or a name/ID the platform rejects) within
+    ``failure_window_seconds`` that lock the user out of binding."""
+    failure_window_seconds: Annotated[int, Field(ge=60, le=86_400)] = 3600
+    lockout_seconds: Annotated[int, Field(ge=60, le=86_400)] = 900
+
+
+class SmsSettings(_Section):
+    gateway: Literal["console", "file"] = "console"
+    file_path: Path | None = None
+    """For ``gateway = "file"``: one JSON line per SMS is appended here."""
+    signature: Annotated[str, Field(min_length=1, max_length=16)] = "医保助手"
+
+    @model_validator(mode="after")
+    def _file_needs_path(self) -> SmsSettings:
+        if self.gateway == "file" and self.file_path is None:
+            raise ValueError('gateway "file" needs sms.file_path')
+        return self
+
+
+class InsuranceSettings(_Section):
+    kind: Literal["sandbox"] = "sandbox"
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")] = "sandbox"
+    sandbox_data: Path | None = None
+    """A sandbox data file; empty means the one shipped with Yibao."""
+
+
+class AlertSettings(_Section):
+    max_threshold: Annotated[Decimal, Field(gt=0, le=10_000_000, decimal_places=2)] = Decimal("50000")
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    file: Path | None = None
+    """Empty: stderr, except ``yibao chat``, which logs to ``general.data_dir/yibao.log``."""
+
+
+class ConsoleSettings(_Section):
+    user: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "local"
+    """The console user's id: the chat runs as ``console:<user>``."""
+
+
+class TelegramSettings(_Section):
+    """Read by ``yibao run`` (the Telegram issue); validated here so a config can be checked now."""
+
+    token: SecretStr | None = None
+    token_file: Path | None = None
+
+    @field_validator("token")
+    @classmethod
+    def _token_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.fullmatch(r"\d{5,}:[A-Za-z0-9_-]{30,}", value.get_secret_value()):
+            raise ValueError("does not look like a bot token from @BotFather (digits:letters)")
+        return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="YIBAO_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        nested_model_default_partial_update=True,
+    )
+
+    general: GeneralSettings = GeneralSettings()
+    redis: RedisSettings = RedisSettings()
+    security: SecuritySettings = SecuritySettings()
+    otp: OtpSettings = OtpSettings()
+    sms: SmsSettings = SmsSettings()
+    insurance: InsuranceSettings = InsuranceSettings()
+    alerts: AlertSettings = AlertSettings()
+    logging: LoggingSettings = LoggingSettings()
+    console: ConsoleSettings = ConsoleSettings()
+    telegram: TelegramSettings = TelegramSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _toml_path.get()
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        if path is not None:
+            sources += (TomlConfigSettingsSource(settings_cls, toml_file=path),)
+        return sources
+
+
+def config_path(explicit: str | Path | None) -> Path | None:
+    """Which file to read, by the documented order; None means built-in defaults."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(ENV_CONFIG):
+        return Path(os.environ[ENV_CONFIG])
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    key: str
+    message: str
+
+
+class ConfigError(Exception):
+    def __init__(self, path: Path | None, problems: list[ConfigProblem]) -> None:
+        super().__init__("; ".join(f"{p.key}: {p.message}" for p in problems))
+        self.path = path
+        self.problems = problems
+
+
+def load_settings(explicit: str | Path | None = None) -> tuple[Settings, Path | None]:
+    """The settings and the file they came from. Raises ``ConfigError`` naming every bad key."""
+    path = config_path(explicit)
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(path, [ConfigProblem("(file)", f"{path} does not exist or is not a file")])
+        try:
+            with path.open("rb") as f:
+                tomllib.load(f)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(path, [ConfigProblem("(syntax)", str(e))]) from None
+    token = _toml_path.set(path)
+    try:
+        settings = Settings()
+    except ValidationError as e:
+        raise ConfigError(path, [_problem(err) for err in e.errors()]) from None
+    finally:
+        _toml_path.reset(token)
+    problems = _secret_file_problems(settings)
+    if problems:
+        raise ConfigError(path, problems)
+    return settings, path
+
+
+def _problem(err: Any) -> ConfigProblem:
+    key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        message = "unknown key (see config.example.toml for the keys there are)"
+    elif err["type"] not in ("missing", "value_error") and "input" in err and not _is_secret_key(key):
+        shown = err["input"]
+        if not isinstance(shown, dict | list):
+            message += f" (got {shown!r})"
+    return ConfigProblem(key, message)
+
+
+def _is_secret_key(key: str) -> bool:
+    return any(word in key for word in ("key", "token", "url", "password", "secret"))
+
+
+def _secret_file_problems(settings: Settings) -> list[ConfigProblem]:
+    problems = []
+    for key, path in (
+        ("security.pii_key_file", settings.security.pii_key_file),
+        ("telegram.token_file", settings.telegram.token_file),
+    ):
+        if path is not None and not path.is_file():
+            problems.append(ConfigProblem(key, f"{path} does not exist or is not a file"))
+    return problems
+
+
+def read_secret(value: SecretStr | None, file: Path | None) -> SecretStr | None:
+    """A secret given inline, or read (stripped) from its ``*_file``; inline wins."""
+    if value is not None:
+        return value
+    if file is not None:
+        return SecretStr(file.read_text(encoding="utf-8").strip())
+    return None

@@ -1,0 +1,47 @@
+"""Every Redis key Yibao uses, built in this one place.
+
+Per-user keys carry the user key in a ``{hash tag}`` so all of one user's keys live in one slot of a
+Redis Cluster (and one Lua script may touch them all). ``USER_KINDS`` lists every per-user record,
+which is what ``/unbind`` erases.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+from dialogs.models import UserKey
+
+_USER = re.compile(r"^[a-z][a-z0-9]{0,15}:[A-Za-z0-9_.-]{1,64}$")
+
+
+class UserKind(StrEnum):
+    SESSION = "session"
+    """The conversation state (JSON; expires after the idle time)."""
+    PROFILE = "profile"
+    """Binding, threshold and language (a hash; permanent until /unbind)."""
+    OTP = "otp"
+    """The pending SMS code, send history, failures and lockout (a hash; expires)."""
+    LOCK = "lock"
+    """The per-user guard (a token with a short expiry)."""
+
+
+USER_KINDS = tuple(UserKind)
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "yibao"
+
+    def user(self, user: UserKey, kind: UserKind) -> str:
+        if not _USER.match(user):
+            raise ValueError(f"not a user key: {user!r}")
+        return f"{self.prefix}:{{{user}}}:{kind.value}"
+
+    def all_user(self, user: UserKey) -> list[str]:
+        return [self.user(user, kind) for kind in USER_KINDS]
+
+    def phone_sends(self, phone_digest: str) -> str:
+        """SMS codes sent to one phone in the last hour, keyed by the phone's keyed hash."""
+        return f"{self.prefix}:phone:{phone_digest}:sends"

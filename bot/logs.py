@@ -1,0 +1,47 @@
+"""Logging set-up, with a last line of defence against personal data in log lines.
+
+Yibao's own code logs only user keys and masked forms. The redacting filter sits on the handler, so
+it also covers third-party loggers and exception texts (a validation error quoting its input, say):
+anything shaped like a Resident ID number or a mainland mobile number is masked before it is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from pathlib import Path
+
+from dialogs.masking import mask_id_number, mask_phone
+
+_ID = re.compile(r"(?<![0-9])[1-9]\d{16}[\dXx](?![0-9])")
+_PHONE = re.compile(r"(?<![0-9])1[3-9]\d{9}(?![0-9])")
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def redact(text: str) -> str:
+    text = _ID.sub(lambda m: mask_id_number(m.group()), text)
+    return _PHONE.sub(lambda m: mask_phone(m.group()), text)
+
+
+class RedactingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def setup_logging(level: str, file: Path | None) -> logging.Handler:
+    """Route all logging to ``file`` (created 0600) or stderr, redacted. Returns the handler."""
+    handler: logging.Handler
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.touch(mode=0o600, exist_ok=True)
+        handler = logging.FileHandler(file, encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter(_FORMAT))
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler

@@ -1,0 +1,240 @@
+"""One-time SMS codes for binding (NIST SP 800-63B, OWASP MFA cheat sheet), behind ``OtpPort``.
+
+A code is 6 digits from ``secrets``, stored only as a keyed hash bound to the user and to that code's
+nonce, compared in constant time, valid for ``code_ttl_seconds``, used once; a resend replaces it.
+Each code allows ``max_attempts`` wrong tries. Sends are limited per user and per phone per hour and
+spaced by ``resend_interval_seconds``. Failed bind attempts (voided codes, names or ID numbers the
+platform rejects) within a window lock the user out of binding for ``lockout_seconds``.
+
+The code goes to the phone number the insurance platform has on file; the user never chooses it.
+All decisions use the ``Clock`` port, so tests can move time; Redis expiries only clean up. Methods
+are called inside the store's per-user guard, so one user's record needs no locking of its own; the
+per-phone counter is shared between users and is updated atomically in a script.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
+from bot.keys import Keys, UserKind
+from bot.pii import PiiCipher, PiiError
+from bot.sms import SmsError, SmsGateway
+from dialogs.i18n import Catalogs
+from dialogs.masking import mask_phone
+from dialogs.models import UserKey
+from dialogs.ports import Clock, CodeCheck, CodeRefused, CodeSent, Refusal, Verdict
+
+log = logging.getLogger(__name__)
+
+_HOUR = 3600.0
+_CODE_FIELDS = ("code", "nonce", "exp", "tries")
+_PHONE_FIELDS = ("phone", "pd", "masked")
+
+# KEYS: the phone's send log (a sorted set of send times). ARGV: now, window, limit, member.
+# Returns -1 when the send is allowed (and recorded), else the time of the oldest send in the window.
+_PHONE_SEND = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]))
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+  return redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
+end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])))
+return -1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class OtpLimits:
+    code_ttl_seconds: int = 300
+    max_attempts: int = 5
+    resend_interval_seconds: int = 60
+    max_per_hour_per_user: int = 5
+    max_per_hour_per_phone: int = 5
+    lockout_after_failures: int = 3
+    failure_window_seconds: int = 3600
+    lockout_seconds: int = 900
+    code_digits: int = 6
+
+
+class OtpService:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        keys: Keys,
+        cipher: PiiCipher,
+        gateway: SmsGateway,
+        clock: Clock,
+        catalogs: Catalogs,
+        limits: OtpLimits,
+        signature: str = "医保助手",
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.cipher = cipher
+        self.gateway = gateway
+        self.clock = clock
+        self.catalogs = catalogs
+        self.limits = limits
+        self.signature = signature
+        self._phone_send = redis.register_script(_PHONE_SEND)
+        self._ttl = int(
+            max(_HOUR, limits.failure_window_seconds, limits.lockout_seconds, limits.code_ttl_seconds) + 60
+        )
+
+    # -- the record ----------------------------------------------------------------------------
+
+    def _key(self, user: UserKey) -> str:
+        return self.keys.user(user, UserKind.OTP)
+
+    async def _load(self, user: UserKey) -> dict[str, str]:
+        raw: dict[Any, Any] = await self.redis.hgetall(self._key(user))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def _save(self, user: UserKey, fields: dict[str, str], drop: tuple[str, ...] = ()) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        if drop:
+            pipe.hdel(self._key(user), *drop)
+        if fields:
+            pipe.hset(self._key(user), mapping=cast("Mapping[Any, Any]", fields))
+        pipe.expire(self._key(user), self._ttl)
+        await pipe.execute()
+
+    @staticmethod
+    def _times(record: dict[str, str], field: str, since: float) -> list[float]:
+        return [t for t in json.loads(record.get(field, "[]")) if t > since]
+
+    def _locked(self, record: dict[str, str], now: float) -> datetime | None:
+        until = float(record.get("locked", 0))
+        return self._dt(until) if until > now else None
+
+    def _dt(self, ts: float) -> datetime:
+        return datetime.fromtimestamp(ts, tz=self.clock.now().tzinfo)
+
+    def _hash(self, user: UserKey, nonce: str, code: str) -> str:
+        return self.cipher.digest(f"{user}\x00{nonce}\x00{code}", purpose="otp")
+
+    # -- the port ------------------------------------------------------------------------------
+
+    async def locked_until(self, user: UserKey) -> datetime | None:
+        return self._locked(await self._load(user), self.clock.now().timestamp())
+
+    async def record_failure(self, user: UserKey) -> datetime | None:
+        record = await self._load(user)
+        return await self._fail(user, record, self.clock.now().timestamp())
+
+    async def _fail(
+        self, user: UserKey, record: dict[str, str], now: float, drop: tuple[str, ...] = ()
+    ) -> datetime | None:
+        fails = [*self._times(record, "fails", now - self.limits.failure_window_seconds), now]
+        if len(fails) >= self.limits.lockout_after_failures:
+            until = now + self.limits.lockout_seconds
+            await self._save(user, {"locked": repr(until), "fails": "[]"}, drop=(*_CODE_FIELDS, *drop))
+            log.info("bind lockout for %s until %s", user, self._dt(until).isoformat())
+            return self._dt(until)
+        await self._save(user, {"fails": json.dumps(fails)}, drop=drop)
+        return None
+
+    async def send(self, user: UserKey, phone: SecretStr, locale: str) -> CodeSent | CodeRefused:
+        record = await self._load(user)
+        return await self._issue(user, record, phone.get_secret_value(), locale)
+
+    async def resend(self, user: UserKey, locale: str) -> CodeSent | CodeRefused:
+        record = await self._load(user)
+        if "phone" not in record:
+            return CodeRefused(Refusal.NO_CODE)
+        try:
+            phone = self.cipher.decrypt(record["phone"], context=f"otp-phone|{user}")
+        except PiiError:
+            log.warning("the pending phone for %s does not decrypt; a new bind is needed", user)
+            return CodeRefused(Refusal.NO_CODE)
+        return await self._issue(user, record, phone, locale)
+
+    async def _issue(
+        self, user: UserKey, record: dict[str, str], phone: str, locale: str
+    ) -> CodeSent | CodeRefused:
+        lim = self.limits
+        now = self.clock.now().timestamp()
+        locked = self._locked(record, now)
+        if locked is not None:
+            return CodeRefused(Refusal.LOCKED_OUT, locked)
+        last = float(record.get("sent", 0))
+        if now - last < lim.resend_interval_seconds:
+            return CodeRefused(Refusal.TOO_SOON, self._dt(last + lim.resend_interval_seconds))
+        sends = self._times(record, "sends", now - _HOUR)
+        if len(sends) >= lim.max_per_hour_per_user:
+            return CodeRefused(Refusal.HOURLY_LIMIT, self._dt(min(sends) + _HOUR))
+        digest = self.cipher.digest(phone, purpose="phone")
+        oldest = await self._phone_send(
+            keys=[self.keys.phone_sends(digest)],
+            args=[repr(now), _HOUR, lim.max_per_hour_per_phone, secrets.token_hex(8)],
+        )
+        if float(oldest) >= 0:
+            return CodeRefused(Refusal.HOURLY_LIMIT, self._dt(float(oldest) + _HOUR))
+
+        code = f"{secrets.randbelow(10**lim.code_digits):0{lim.code_digits}d}"
+        nonce = secrets.token_hex(8)
+        masked = mask_phone(phone)
+        await self._save(
+            user,
+            {
+                "code": self._hash(user, nonce, code),
+                "nonce": nonce,
+                "exp": repr(now + lim.code_ttl_seconds),
+                "tries": "0",
+                "sent": repr(now),
+                "sends": json.dumps([*sends, now]),
+                "phone": self.cipher.encrypt(phone, context=f"otp-phone|{user}"),
+                "pd": digest,
+                "masked": masked,
+            },
+        )
+        t = self.catalogs.get(locale)
+        text = t.gettext(
+            "[{signature}] Your code to link your medical-insurance account is {code}, valid for {minutes} "
+            "minutes. Never share it: no one from the insurance service will ever ask you for it."
+        ).format(signature=self.signature, code=code, minutes=lim.code_ttl_seconds // 60)
+        try:
+            await self.gateway.send(phone, text)
+        except SmsError as e:
+            log.warning("SMS to %s failed: %s", masked, e)
+            await self._save(user, {}, drop=_CODE_FIELDS)
+            return CodeRefused(Refusal.SMS_FAILED)
+        log.info("sent a bind code to %s for %s", masked, user)
+        return CodeSent(masked_phone=masked, expires_at=self._dt(now + lim.code_ttl_seconds))
+
+    async def verify(self, user: UserKey, code: str) -> CodeCheck:
+        record = await self._load(user)
+        now = self.clock.now().timestamp()
+        locked = self._locked(record, now)
+        if locked is not None:
+            return CodeCheck(Verdict.LOCKED_OUT, locked_until=locked)
+        if "code" not in record:
+            return CodeCheck(Verdict.NO_CODE)
+        if now >= float(record["exp"]):
+            await self._save(user, {}, drop=_CODE_FIELDS)
+            return CodeCheck(Verdict.EXPIRED)
+        if hmac.compare_digest(self._hash(user, record["nonce"], code), record["code"]):
+            await self._save(user, {"fails": "[]"}, drop=(*_CODE_FIELDS, *_PHONE_FIELDS))
+            log.info("bind code accepted for %s", user)
+            return CodeCheck(Verdict.OK)
+        tries = int(record.get("tries", 0)) + 1
+        if tries < self.limits.max_attempts:
+            await self._save(user, {"tries": str(tries)})
+            return CodeCheck(Verdict.WRONG, tries_left=self.limits.max_attempts - tries)
+        log.info("bind code voided after %d wrong tries for %s", tries, user)
+        until = await self._fail(user, record, now, drop=_CODE_FIELDS)
+        return CodeCheck(Verdict.VOID, locked_until=until)
+
+    async def discard(self, user: UserKey) -> None:
+        await self._save(user, {}, drop=(*_CODE_FIELDS, *_PHONE_FIELDS))

@@ -1,0 +1,185 @@
+"""The Redis store behind the dialogs' ``UserStore`` port, guarded per user.
+
+An update costs two round trips: one pipeline that takes the user's guard and reads the session and
+profile, and one script that checks the guard is still ours, writes what the step decided and lets
+the guard go. The guard is a token under the user's ``lock`` key with a short expiry, so any number
+of processes can serve one user without losing a write; inside one process an ``asyncio.Lock`` per
+user queues messages before they contend in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bot.codec import StateCodec
+from bot.keys import Keys, UserKind
+from dialogs.models import Outcome, UserKey, UserState
+from dialogs.ports import Step
+
+log = logging.getLogger(__name__)
+
+# KEYS: lock, session, profile, then the user's other keys (erased along with the rest).
+# ARGV: token, mode ("write"|"erase"), session json ("" deletes), session ttl ms,
+#       number of profile fields to set n, n field/value pairs, then fields to delete.
+_WRITE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == 'erase' then
+  for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+if ARGV[3] == '' then
+  redis.call('DEL', KEYS[2])
+else
+  redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+end
+local n = tonumber(ARGV[5])
+local i = 6
+if n > 0 then
+  local pairs = {}
+  for j = i, i + 2 * n - 1 do pairs[#pairs + 1] = ARGV[j] end
+  redis.call('HSET', KEYS[3], unpack(pairs))
+end
+for j = i + 2 * n, #ARGV do redis.call('HDEL', KEYS[3], ARGV[j]) end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class UserBusy(Exception):
+    """Another update for this user held the guard for longer than we may wait."""
+
+
+class GuardLost(Exception):
+    """Our guard expired while the step ran, so its result was not saved."""
+
+
+class _LocalLocks:
+    """One ``asyncio.Lock`` per user with updates in flight; forgotten when the last one leaves."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class RedisStore:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        keys: Keys,
+        codec: StateCodec,
+        session_ttl_seconds: int,
+        lock_seconds: float = 30.0,
+        lock_wait_seconds: float = 10.0,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.codec = codec
+        self.session_ttl_ms = session_ttl_seconds * 1000
+        self.lock_ms = int(lock_seconds * 1000)
+        self.lock_wait = lock_wait_seconds
+        self._local = _LocalLocks()
+        self._write = redis.register_script(_WRITE)
+        self._release = redis.register_script(_RELEASE)
+
+    async def update(self, user: UserKey, step: Step) -> Outcome:
+        async with self._local.hold(user):
+            token, state = await self._acquire(user)
+            try:
+                outcome = await step(state)
+            except BaseException:
+                await self._release(keys=[self.keys.user(user, UserKind.LOCK)], args=[token])
+                raise
+            await self._save(user, token, outcome)
+            return outcome
+
+    async def load(self, user: UserKey) -> UserState:
+        """The user's state without taking the guard (for reading only)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(self.keys.user(user, UserKind.SESSION))
+        pipe.hgetall(self.keys.user(user, UserKind.PROFILE))
+        session_raw, profile_raw = await pipe.execute()
+        return self._decode(user, session_raw, profile_raw)
+
+    def _decode(self, user: UserKey, session_raw: bytes | None, profile_raw: dict[bytes, bytes]) -> UserState:
+        return UserState(
+            session=self.codec.decode_session(user, session_raw),
+            profile=self.codec.decode_profile(user, profile_raw),
+        )
+
+    async def _acquire(self, user: UserKey) -> tuple[str, UserState]:
+        token = secrets.token_hex(12)
+        lock_key = self.keys.user(user, UserKind.LOCK)
+        deadline = time.monotonic() + self.lock_wait
+        delay = 0.005
+        while True:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.set(lock_key, token, nx=True, px=self.lock_ms)
+            pipe.get(self.keys.user(user, UserKind.SESSION))
+            pipe.hgetall(self.keys.user(user, UserKind.PROFILE))
+            got, session_raw, profile_raw = await pipe.execute()
+            if got:
+                try:
+                    return token, self._decode(user, session_raw, profile_raw)
+                except BaseException:
+                    await self._release(keys=[lock_key], args=[token])
+                    raise
+            if time.monotonic() >= deadline:
+                raise UserBusy(user)
+            await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter, not a secret
+            delay = min(delay * 2, 0.2)
+
+    async def _save(self, user: UserKey, token: str, outcome: Outcome) -> None:
+        keys = [self.keys.user(user, kind) for kind in (UserKind.LOCK, UserKind.SESSION, UserKind.PROFILE)]
+        args: list[Any]
+        if outcome.erase:
+            keys += [
+                self.keys.user(user, kind)
+                for kind in UserKind
+                if kind.value not in ("lock", "session", "profile")
+            ]
+            args = [token, "erase"]
+        else:
+            sets: list[str] = []
+            dels: list[str] = []
+            if outcome.set_binding is not None:
+                sets += ["binding", self.codec.encode_binding(user, outcome.set_binding)]
+            if outcome.set_threshold is not None:
+                sets += ["threshold", str(outcome.set_threshold)]
+            elif outcome.clear_threshold:
+                dels.append("threshold")
+            if outcome.set_lang is not None:
+                sets += ["lang", outcome.set_lang]
+            session = self.codec.encode_session(user, outcome.session) or ""
+            args = [token, "write", session, self.session_ttl_ms, len(sets) // 2, *sets, *dels]
+        if not await self._write(keys=keys, args=args):
+            log.warning("guard for %s expired before its update was saved", user)
+            raise GuardLost(user)

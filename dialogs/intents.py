@@ -1,0 +1,81 @@
+"""What a message asks for: a command, or a free-text question in Chinese or English."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    arg: str
+
+
+class Intent(StrEnum):
+    BALANCE = "balance"
+    ALERT = "alert"
+    BIND = "bind"
+    HELP = "help"
+    GREETING = "greeting"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Understood:
+    intent: Intent
+    arg: str = ""
+
+
+_COMMAND = re.compile(r"^/(?P<name>[A-Za-z_]+)(?:@\w+)?(?:\s+(?P<arg>.*))?$", re.DOTALL)
+
+_AMOUNT = r"(?P<amt>[-+]?\s*(?:¥|rmb|cny)?\s*[-+]?[0-9A-Za-z.,+-]+\s*(?:元|块钱|块|yuan|rmb|cny)?)"
+_ALERT = [
+    re.compile(
+        rf"(?:低于|少于|小于|不足|不到|跌破|below|under|less than)\s*{_AMOUNT}\s*(?:时|的时候)?.*(?:提醒|通知|告诉|alert|remind|notify|tell)",
+        re.I,
+    ),
+    re.compile(
+        rf"(?:提醒|通知|告诉|alert|remind|notify|tell)\s*(?:我|me)?.*?(?:低于|少于|小于|不足|不到|跌破|below|under|less than)\s*{_AMOUNT}\s*$",
+        re.I,
+    ),
+]
+_BALANCE = re.compile(
+    r"余额|还剩|剩多少|剩下多少|剩余多少|有多少钱|多少钱|还有多少|查.*医保|医保.*(?:多少|查)|"
+    r"\bbalance\b|how much.*\b(?:left|have|remain)|what'?s left|\bremaining\b",
+    re.I,
+)
+_BIND = re.compile(r"^(?:绑定|绑定医保|我要绑定|bind|link)(?:账户|账号| my account| account)?$", re.I)
+_HELP = re.compile(r"^(?:帮助|怎么用|help|\?|？|菜单|menu)$", re.I)
+_GREETING = re.compile(r"^(?:你好|您好|嗨|哈喽|hi|hello|hey|在吗)[!！。.~ ]*$", re.I)
+
+
+def normalize(text: str) -> str:
+    """NFKC (full-width digits and letters become ASCII), trimmed, inner whitespace folded."""
+    return " ".join(unicodedata.normalize("NFKC", text).split())
+
+
+def parse_command(text: str) -> Command | None:
+    m = _COMMAND.match(text)
+    if m is None:
+        return None
+    return Command(m["name"].lower(), (m["arg"] or "").strip())
+
+
+def understand(text: str) -> Understood:
+    """Free text (already ``normalize``d) to an intent. Alerts first: "余额低于100提醒我" is an alert."""
+    for pattern in _ALERT:
+        m = pattern.search(text)
+        if m:
+            return Understood(Intent.ALERT, m["amt"].strip())
+    if _BIND.match(text):
+        return Understood(Intent.BIND)
+    if _HELP.match(text):
+        return Understood(Intent.HELP)
+    if _GREETING.match(text):
+        return Understood(Intent.GREETING)
+    if _BALANCE.search(text):
+        return Understood(Intent.BALANCE)
+    return Understood(Intent.UNKNOWN)

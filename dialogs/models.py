@@ -1,0 +1,119 @@
+"""Values that cross the boundary of the conversation core.
+
+Everything here is a pydantic model so that what is persisted passes through JSON and fails early
+when it cannot. Personal data (names, ID numbers, phone numbers) is held as ``SecretStr`` so it never
+shows up in a ``repr`` or a log line by accident; storage adapters encrypt those fields at rest.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import NewType
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+UserKey = NewType("UserKey", str)
+"""A chatting person, ``<platform>:<id>`` (``tg:123``, ``console:local``)."""
+
+MemberId = NewType("MemberId", str)
+"""An insured member as one insurance platform knows them."""
+
+PlatformName = NewType("PlatformName", str)
+"""The configured name of an insurance platform (``sandbox``, ``beijing``...)."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Inbound(_Frozen):
+    """One thing a user said: a message or a pressed button (whose payload is plain text)."""
+
+    user: UserKey
+    text: str
+    locale: str | None = None
+    """The chat platform's language code for the user (``zh-hans``, ``en-US``), if it has one."""
+
+
+class Button(_Frozen):
+    label: str
+    payload: str
+    """Text the platform feeds back as an ``Inbound`` when the button is pressed."""
+
+
+class Reply(_Frozen):
+    text: str
+    buttons: tuple[Button, ...] = ()
+    sensitive_input: bool = False
+    """The message this replies to held personal data (an ID number, an SMS code); platforms that
+    can delete the user's message should do so."""
+
+
+class State(StrEnum):
+    IDLE = "idle"
+    BIND_NAME = "bind_name"
+    BIND_ID = "bind_id"
+    BIND_CODE = "bind_code"
+    ALERT_AMOUNT = "alert_amount"
+    UNBIND_CONFIRM = "unbind_confirm"
+
+
+class PendingBind(_Frozen):
+    """What the bind flow has gathered so far. Sensitive: stored encrypted."""
+
+    name: SecretStr | None = None
+    id_number: SecretStr | None = None
+    member_id: MemberId | None = None
+    platform: PlatformName | None = None
+    phone: SecretStr | None = None
+    masked_phone: str | None = None
+
+
+class Session(_Frozen):
+    """Short-lived conversation state; expires after the configured idle time."""
+
+    state: State = State.IDLE
+    pending: PendingBind | None = None
+
+
+class Binding(_Frozen):
+    """The proven link between a user and an insured member. Permanent until ``/unbind``."""
+
+    member_id: MemberId
+    platform: PlatformName
+    id_number: SecretStr
+    phone: SecretStr
+    bound_at: datetime
+
+
+class Profile(_Frozen):
+    """What Yibao keeps about a user beyond the session."""
+
+    binding: Binding | None = None
+    threshold: Decimal | None = None
+    lang: str | None = None
+
+
+class UserState(_Frozen):
+    """Everything one update needs, loaded in one round trip."""
+
+    session: Session = Session()
+    profile: Profile = Profile()
+
+
+class Outcome(_Frozen):
+    """What a step decided: the replies, the next session and what changes in the profile.
+
+    Profile changes are explicit so the store can write them in the same guarded round trip as the
+    session. ``erase`` wins over everything else: every key about the user goes.
+    """
+
+    replies: tuple[Reply, ...]
+    session: Session
+    set_binding: Binding | None = None
+    set_threshold: Decimal | None = None
+    clear_threshold: bool = False
+    set_lang: str | None = None
+    erase: bool = False

@@ -1,0 +1,163 @@
+"""The ports the conversation core talks through. Adapters in ``bot/`` implement them.
+
+Each port is a small ``Protocol``; the core never imports an implementation. The values crossing a
+port are defined here too, in the core's own words, so a change in an insurance platform's wire
+format or in Redis never reaches the dialogs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Protocol
+
+from pydantic import SecretStr
+
+from dialogs.models import MemberId, Outcome, PlatformName, Reply, UserKey, UserState
+
+# --- insurance ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MemberMatch:
+    """A member found by real name + ID number, with the phone the platform has on file."""
+
+    member_id: MemberId
+    platform: PlatformName
+    phone: SecretStr
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceView:
+    personal_account: Decimal | None
+    """None: the member has no personal account (most residents' insurance)."""
+    pooled_used: Decimal
+    pooled_remaining: Decimal
+    pooled_year: int
+    as_of: datetime
+    stale: bool = False
+    """The platform says its data is still syncing: these are the last known figures."""
+
+
+class ProblemCode(StrEnum):
+    MEMBER_NOT_FOUND = "member_not_found"
+    IDENTITY_MISMATCH = "identity_mismatch"
+    ACCOUNT_LOCKED = "account_locked"
+    MAINTENANCE = "maintenance"
+    RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"
+
+
+class InsuranceProblem(Exception):
+    """The insurance platform could not give what was asked, for a reason the user must hear."""
+
+    def __init__(
+        self, code: ProblemCode, *, until: datetime | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(code.value)
+        self.code = code
+        self.until = until
+        self.retry_after = retry_after
+
+
+class InsurancePort(Protocol):
+    async def find_member(self, name: str, id_number: str) -> MemberMatch:
+        """Raises ``InsuranceProblem``."""
+        ...
+
+    async def balance(self, platform: PlatformName, member_id: MemberId) -> BalanceView:
+        """Raises ``InsuranceProblem``."""
+        ...
+
+
+# --- SMS codes ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CodeSent:
+    masked_phone: str
+    expires_at: datetime
+
+
+class Refusal(StrEnum):
+    TOO_SOON = "too_soon"
+    """A resend inside the minimum interval."""
+    HOURLY_LIMIT = "hourly_limit"
+    """Too many codes this hour for this user or this phone."""
+    LOCKED_OUT = "locked_out"
+    """Too many failed bind attempts: binding is locked for a while."""
+    NO_CODE = "no_code"
+    """Nothing to resend."""
+    SMS_FAILED = "sms_failed"
+    """The SMS gateway did not take the message."""
+
+
+@dataclass(frozen=True, slots=True)
+class CodeRefused:
+    reason: Refusal
+    retry_at: datetime | None = None
+
+
+class Verdict(StrEnum):
+    OK = "ok"
+    WRONG = "wrong"
+    VOID = "void"
+    """That was the last allowed wrong try: the code no longer works, a new one is needed."""
+    EXPIRED = "expired"
+    NO_CODE = "no_code"
+    LOCKED_OUT = "locked_out"
+
+
+@dataclass(frozen=True, slots=True)
+class CodeCheck:
+    verdict: Verdict
+    tries_left: int = 0
+    locked_until: datetime | None = None
+
+
+class OtpPort(Protocol):
+    """One-time SMS codes for binding, and the bind lockout that guards them."""
+
+    async def locked_until(self, user: UserKey) -> datetime | None: ...
+
+    async def record_failure(self, user: UserKey) -> datetime | None:
+        """Count a failed bind attempt; returns the lockout end if this one locked the user out."""
+        ...
+
+    async def send(self, user: UserKey, phone: SecretStr, locale: str) -> CodeSent | CodeRefused: ...
+
+    async def resend(self, user: UserKey, locale: str) -> CodeSent | CodeRefused: ...
+
+    async def verify(self, user: UserKey, code: str) -> CodeCheck: ...
+
+    async def discard(self, user: UserKey) -> None:
+        """Void any pending code (the flow was cancelled); failure counts stay."""
+        ...
+
+
+# --- storage, clock, platforms ------------------------------------------------------------------
+
+Step = Callable[[UserState], Awaitable[Outcome]]
+
+
+class UserStore(Protocol):
+    async def update(self, user: UserKey, step: Step) -> Outcome:
+        """Load the user's state, run ``step`` on it and save what it decided, with no other update
+        for the same user interleaved (in this process or any other). If ``step`` raises, nothing
+        is written and the exception propagates."""
+        ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """An aware datetime."""
+        ...
+
+
+class Outlet(Protocol):
+    """Where unprompted messages for a user go (the chat platform that user talks on)."""
+
+    async def deliver(self, user: UserKey, replies: tuple[Reply, ...]) -> None: ...

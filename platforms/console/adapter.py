@@ -1,0 +1,136 @@
+"""The terminal as a chat platform, in the same shape as the Telegram adapter.
+
+Interactive (a terminal on both ends): a prompt, replies as they come, unprompted messages (SMS in
+the demo, alerts later) printed above the prompt as they arrive. Scripted (stdin is not a terminal):
+one message per input line, the replies printed after it, each followed by an empty line, so another
+program can drive it. Buttons are listed with numbers; typing the number presses the button.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TextIO
+
+from dialogs.models import Button, Inbound, Reply, UserKey
+
+Handler = Callable[[Inbound], Awaitable[Sequence[Reply]]]
+
+_EOF = object()
+
+
+class ConsoleAdapter:
+    platform = "console"
+
+    def __init__(
+        self,
+        *,
+        user_id: str = "local",
+        locale: str | None = None,
+        stdin: TextIO | None = None,
+        stdout: TextIO | None = None,
+        interactive: bool | None = None,
+    ) -> None:
+        self.user = UserKey(f"{self.platform}:{user_id}")
+        self.locale = locale
+        self.stdin = stdin or sys.stdin
+        self.stdout = stdout or sys.stdout
+        self.interactive = (
+            interactive if interactive is not None else (self.stdin.isatty() and self.stdout.isatty())
+        )
+        self.prompt = "你 › " if (locale or "zh").startswith("zh") else "you › "
+        self._buttons: tuple[Button, ...] = ()
+        self._waiting_for_input = False
+
+    # -- output --------------------------------------------------------------------------------
+
+    def _write(self, text: str) -> None:
+        self.stdout.write(text)
+        self.stdout.flush()
+
+    def _render(self, replies: Sequence[Reply]) -> None:
+        for reply in replies:
+            if self.interactive:
+                lines = reply.text.splitlines() or [""]
+                self._write("Yibao › " + "\n        ".join(lines) + "\n")
+            else:
+                self._write(reply.text + "\n")
+            if reply.buttons:
+                self._buttons = reply.buttons
+                choices = "   ".join(f"[{i}] {b.label}" for i, b in enumerate(reply.buttons, 1))
+                self._write(("        " if self.interactive else "") + choices + "\n")
+        if not self.interactive:
+            self._write("\n")
+
+    def _unprompted(self, text: str) -> None:
+        if self.interactive and self._waiting_for_input:
+            self._write("\r\033[K" + text + "\n" + self.prompt)
+        else:
+            self._write(text + "\n")
+
+    async def deliver(self, user: UserKey, replies: tuple[Reply, ...]) -> None:
+        """An unprompted message (the ``Outlet`` port)."""
+        if user != self.user:
+            return
+        for reply in replies:
+            self._unprompted("🔔 " + reply.text)
+
+    async def show_sms(self, masked_to: str, text: str) -> None:
+        """The console SMS gateway: the SMS shows up in the chat, addressed to the masked number."""
+        self._unprompted(f"📱 SMS → {masked_to}: {text}")
+
+    # -- input ---------------------------------------------------------------------------------
+
+    def _start_reader(
+        self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[object], ready: threading.Event
+    ) -> None:
+        """Reads on a daemon thread, so a pending read never holds up the exit."""
+
+        def read() -> None:
+            while True:
+                ready.wait()
+                ready.clear()
+                try:
+                    if self.interactive:
+                        self._waiting_for_input = True
+                        line: object = input(self.prompt) + "\n"
+                    else:
+                        line = self.stdin.readline() or _EOF
+                except EOFError:
+                    line = _EOF
+                except UnicodeDecodeError:
+                    line = "\n"
+                finally:
+                    self._waiting_for_input = False
+                loop.call_soon_threadsafe(queue.put_nowait, line)
+                if line is _EOF:
+                    return
+
+        threading.Thread(target=read, name="console-reader", daemon=True).start()
+
+    async def run(self, handle: Handler) -> None:
+        """Chat until end of input."""
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        ready = threading.Event()
+        self._start_reader(asyncio.get_running_loop(), queue, ready)
+        if self.interactive:
+            self._write(
+                "Yibao — 医保余额查询 / medical-insurance balance. /start to begin, Ctrl-D to leave.\n"
+            )
+        while True:
+            ready.set()
+            line = await queue.get()
+            if line is _EOF or not isinstance(line, str):
+                break
+            text = line.strip()
+            if not text:
+                continue
+            if self._buttons and text.isdigit() and 1 <= int(text) <= len(self._buttons):
+                text = self._buttons[int(text) - 1].payload
+            self._buttons = ()
+            replies = await handle(Inbound(user=self.user, text=text, locale=self.locale))
+            self._render(replies)
+        if self.interactive:
+            self._write("\n")
