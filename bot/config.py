@@ -33,8 +33,11 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
+
+from bot.pii import parse_key
 
 ENV_CONFIG = "YIBAO_CONFIG"
 DEFAULT_CONFIG = Path("config.toml")
@@ -87,6 +90,13 @@ class SecuritySettings(_Section):
     """Base64 of 32 random bytes: encrypts ID and phone numbers at rest and keys their hashes.
     Empty: the demo generates one in ``general.data_dir/pii.key``."""
     pii_key_file: Path | None = None
+
+    @field_validator("pii_key")
+    @classmethod
+    def _key_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_key(value.get_secret_value())  # raises ValueError saying what is wrong, not the key
+        return value
 
 
 class OtpSettings(_Section):
@@ -224,6 +234,12 @@ def load_settings(explicit: str | Path | None = None) -> tuple[Settings, Path | 
         settings = Settings()
     except ValidationError as e:
         raise ConfigError(path, [_problem(err) for err in e.errors()]) from None
+    except SettingsError as e:  # an environment variable that cannot be parsed (e.g. YIBAO_REDIS=...)
+        field = re.search(r'field "([^"]+)"', str(e))
+        name = f"YIBAO_{field.group(1).upper()}" if field else "a YIBAO_* variable"
+        raise ConfigError(
+            path, [ConfigProblem("(environment)", f"{name} cannot be read as that setting")]
+        ) from None
     finally:
         _toml_path.reset(token)
     problems = _secret_file_problems(settings)
@@ -244,8 +260,14 @@ def _problem(err: Any) -> ConfigProblem:
     return ConfigProblem(key, message)
 
 
+_SECRET_SECTIONS = frozenset({"redis", "security", "telegram"})
+
+
 def _is_secret_key(key: str) -> bool:
-    return any(word in key for word in ("key", "token", "url", "password", "secret"))
+    """Inputs under these keys are never echoed: they may be (or hold) a secret."""
+    return key.split(".", 1)[0] in _SECRET_SECTIONS or any(
+        word in key for word in ("key", "token", "url", "password", "secret")
+    )
 
 
 def _secret_file_problems(settings: Settings) -> list[ConfigProblem]:

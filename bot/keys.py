@@ -13,7 +13,7 @@ from enum import StrEnum
 
 from dialogs.models import UserKey
 
-_USER = re.compile(r"^[a-z][a-z0-9]{0,15}:[A-Za-z0-9_.-]{1,64}$")
+_USER = re.compile(r"[a-z][a-z0-9]{0,15}:[A-Za-z0-9_.-]{1,64}")
 
 
 class UserKind(StrEnum):
@@ -35,7 +35,7 @@ class Keys:
     prefix: str = "yibao"
 
     def user(self, user: UserKey, kind: UserKind) -> str:
-        if not _USER.match(user):
+        if not _USER.fullmatch(user):
             raise ValueError(f"not a user key: {user!r}")
         return f"{self.prefix}:{{{user}}}:{kind.value}"
 

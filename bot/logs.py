@@ -15,7 +15,8 @@ from pathlib import Path
 from dialogs.masking import mask_id_number, mask_phone
 
 _ID = re.compile(r"(?<![0-9])[1-9]\d{16}[\dXx](?![0-9])")
-_PHONE = re.compile(r"(?<![0-9])1[3-9]\d{9}(?![0-9])")
+# also after +86 / 86 / 0086, the E.164 forms SMS gateways and their errors use
+_PHONE = re.compile(r"(?:(?<![0-9])|(?<=86))1[3-9]\d{9}(?![0-9])")
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 

@@ -62,8 +62,9 @@ class PiiCipher:
 
 def parse_key(text: str) -> bytes:
     """A configured key: base64 (standard or URL-safe) of exactly 32 bytes."""
+    body = text.strip().replace("-", "+").replace("_", "/").rstrip("=")
     try:
-        raw = base64.b64decode(text.strip().replace("-", "+").replace("_", "/") + "==", validate=False)
+        raw = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("the PII key is not base64") from None
     if len(raw) != KEY_BYTES:

@@ -36,7 +36,8 @@ _NAME_OK = re.compile(r"^[\u3400-\u9fff\uf900-\ufaff·A-Za-z' -]+$")
 
 
 def normalize_id_number(text: str) -> str:
-    return ric.compact(unicodedata.normalize("NFKC", text)).replace("-", "").upper()
+    folded = "".join(unicodedata.normalize("NFKC", text).split())  # inner and ideographic spaces too
+    return ric.compact(folded).replace("-", "").upper()
 
 
 def check_id_number(text: str, *, today: date) -> str | IdProblem:

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 
+def _mask(value: str, head: int = 3, tail: int = 4) -> str:
+    """Keeps ``head`` and ``tail`` characters only when at least four are hidden; a short value keeps
+    at most its last two characters, so no mask ever shows a whole value."""
+    if len(value) - head - tail >= 4:
+        return f"{value[:head]}{'*' * (len(value) - head - tail)}{value[-tail:]}"
+    shown = 2 if len(value) > 4 else 0
+    return "*" * (len(value) - shown) + value[len(value) - shown :]
+
+
 def mask_phone(phone: str) -> str:
     """``13812345678`` -> ``138****5678``."""
-    if len(phone) < 7:
-        return "*" * len(phone)
-    return f"{phone[:3]}{'*' * (len(phone) - 7)}{phone[-4:]}"
+    return _mask(phone)
 
 
 def mask_id_number(id_number: str) -> str:
     """``110101199003071234`` -> ``110***********1234``."""
-    if len(id_number) < 7:
-        return "*" * len(id_number)
-    return f"{id_number[:3]}{'*' * (len(id_number) - 7)}{id_number[-4:]}"
+    return _mask(id_number)
 
 
 def mask_name(name: str) -> str:

@@ -2,8 +2,8 @@
 
 Interactive (a terminal on both ends): a prompt, replies as they come, unprompted messages (SMS in
 the demo, alerts later) printed above the prompt as they arrive. Scripted (stdin is not a terminal):
-one message per input line, the replies printed after it, each followed by an empty line, so another
-program can drive it. Buttons are listed with numbers; typing the number presses the button.
+one message per input line, the replies printed after it and then one empty line (empty lines
+inside a reply are left out), so another program can tell where the answer to each line ends. Buttons are listed with numbers; typing the number presses the button.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class ConsoleAdapter:
                 lines = reply.text.splitlines() or [""]
                 self._write("Yibao › " + "\n        ".join(lines) + "\n")
             else:
-                self._write(reply.text + "\n")
+                self._write("".join(line + "\n" for line in reply.text.splitlines() if line.strip()))
             if reply.buttons:
                 self._buttons = reply.buttons
                 choices = "   ".join(f"[{i}] {b.label}" for i, b in enumerate(reply.buttons, 1))
