@@ -121,6 +121,14 @@ class OtpService:
     def _dt(self, ts: float) -> datetime:
         return datetime.fromtimestamp(ts, tz=self.clock.now().tzinfo)
 
+    def _phone_fields(self, user: UserKey, phone: str, digest: str, masked: str) -> dict[str, str]:
+        """The phone a pending code goes to: encrypted, for /resend."""
+        return {
+            "phone": self.cipher.encrypt(phone, context=f"otp-phone|{user}"),
+            "pd": digest,
+            "masked": masked,
+        }
+
     def _hash(self, user: UserKey, nonce: str, code: str) -> str:
         return self.cipher.digest(f"{user}\x00{nonce}\x00{code}", purpose="otp")
 
@@ -168,13 +176,17 @@ class OtpService:
         locked = self._locked(record, now)
         if locked is not None:
             return CodeRefused(Refusal.LOCKED_OUT, locked)
+        digest = self.cipher.digest(phone, purpose="phone")
+        masked = mask_phone(phone)
         last = float(record.get("sent", 0))
-        if now - last < lim.resend_interval_seconds:
-            return CodeRefused(Refusal.TOO_SOON, self._dt(last + lim.resend_interval_seconds))
+        # The interval spaces codes to one phone; a bind for another member is not a resend.
+        if now - last < lim.resend_interval_seconds and record.get("sent_pd") == digest:
+            # Keep the phone so that /resend works once the wait is over.
+            await self._save(user, self._phone_fields(user, phone, digest, masked))
+            return CodeRefused(Refusal.TOO_SOON, self._dt(last + lim.resend_interval_seconds), masked)
         sends = self._times(record, "sends", now - _HOUR)
         if len(sends) >= lim.max_per_hour_per_user:
             return CodeRefused(Refusal.HOURLY_LIMIT, self._dt(min(sends) + _HOUR))
-        digest = self.cipher.digest(phone, purpose="phone")
         oldest = await self._phone_send(
             keys=[self.keys.phone_sends(digest)],
             args=[repr(now), _HOUR, lim.max_per_hour_per_phone, secrets.token_hex(8)],
@@ -184,7 +196,6 @@ class OtpService:
 
         code = f"{secrets.randbelow(10**lim.code_digits):0{lim.code_digits}d}"
         nonce = secrets.token_hex(8)
-        masked = mask_phone(phone)
         await self._save(
             user,
             {
@@ -193,10 +204,9 @@ class OtpService:
                 "exp": repr(now + lim.code_ttl_seconds),
                 "tries": "0",
                 "sent": repr(now),
+                "sent_pd": digest,
                 "sends": json.dumps([*sends, now]),
-                "phone": self.cipher.encrypt(phone, context=f"otp-phone|{user}"),
-                "pd": digest,
-                "masked": masked,
+                **self._phone_fields(user, phone, digest, masked),
             },
         )
         t = self.catalogs.get(locale)

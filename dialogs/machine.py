@@ -363,23 +363,22 @@ class _Turn:
         except InsuranceProblem as problem:
             return await self.lookup_failed(problem)
         sent = await self.conv.otp.send(self.user, match.phone, self.locale)
-        if isinstance(sent, CodeRefused):
-            return self.refused(sent, sensitive=True)
-        return self.out(
-            self.code_sent(sent),
-            session=Session(
-                state=State.BIND_CODE,
-                pending=PendingBind(
-                    name=pending.name,
-                    id_number=SecretStr(checked),
-                    member_id=match.member_id,
-                    platform=match.platform,
-                    phone=match.phone,
-                    masked_phone=sent.masked_phone,
-                ),
+        at_code_step = Session(
+            state=State.BIND_CODE,
+            pending=PendingBind(
+                name=pending.name,
+                id_number=SecretStr(checked),
+                member_id=match.member_id,
+                platform=match.platform,
+                phone=match.phone,
+                masked_phone=sent.masked_phone,
             ),
-            sensitive=True,
         )
+        if isinstance(sent, CodeRefused):
+            # A code went to this phone moments ago: wait at the code step, where /resend works.
+            keep = at_code_step if sent.reason is Refusal.TOO_SOON else None
+            return self.refused(sent, sensitive=True, session=keep)
+        return self.out(self.code_sent(sent), session=at_code_step, sensitive=True)
 
     def id_problem(self, problem: IdProblem) -> str:
         t = self.t
@@ -473,13 +472,17 @@ class _Turn:
             "stop)."
         ).format(phone=sent.masked_phone, minutes=self.cfg.code_ttl_minutes)
 
-    def refused(self, refusal: CodeRefused, *, sensitive: bool = False) -> Outcome:
+    def refused(
+        self, refusal: CodeRefused, *, sensitive: bool = False, session: Session | None = None
+    ) -> Outcome:
         t = self.t
         retry = refusal.retry_at
         if refusal.reason is Refusal.LOCKED_OUT and retry is not None:
             return self.locked_out(retry)
         if refusal.reason is Refusal.TOO_SOON and retry is not None:
-            text = t.gettext("Please wait: a new code can be sent at {time} (in {seconds} s).").format(
+            text = t.gettext(
+                "Please wait: a new code can be sent at {time} (in {seconds} s); then send /resend."
+            ).format(
                 time=retry.astimezone(self.cfg.timezone).strftime("%H:%M:%S"),
                 seconds=max(1, math.ceil((retry - self.now).total_seconds())),
             )
@@ -491,7 +494,7 @@ class _Turn:
             return self.out(t.gettext("There is no code to resend. Send /bind to start binding."))
         else:
             text = t.gettext("The SMS could not be sent. Please try /resend in a minute.")
-        keep = self.session if self.session.state is State.BIND_CODE else Session()
+        keep = session or (self.session if self.session.state is State.BIND_CODE else Session())
         return self.out(text, session=keep, sensitive=sensitive)
 
     async def cmd_resend(self, _arg: str = "") -> Outcome:

@@ -99,6 +99,8 @@ class Refusal(StrEnum):
 class CodeRefused:
     reason: Refusal
     retry_at: datetime | None = None
+    masked_phone: str | None = None
+    """For ``TOO_SOON``: where the code will go once the wait is over."""
 
 
 class Verdict(StrEnum):

@@ -233,3 +233,23 @@ async def test_other_commands_during_binding_are_held_off(harness: Harness) -> N
 async def test_already_bound(harness: Harness) -> None:
     await harness.bind(person("normal"))
     assert "already bound" in await harness.say("/bind")
+
+
+async def test_binding_again_right_after_a_code_waits_at_the_code_step(harness: Harness) -> None:
+    who = person("normal")
+    await harness.start_bind(who)
+    await harness.say("/cancel")
+    again = await harness.start_bind(who)  # the same phone, 0 s after its last code
+    assert "Please wait" in again
+    assert "then send /resend" in again
+    assert len(harness.sms()) == 1
+    harness.clock.advance(60)
+    assert "Step 3 of 3" in await harness.say("/resend")
+    assert "Your account is bound" in await harness.say(harness.last_code())
+
+
+async def test_the_resend_interval_is_per_phone(harness: Harness) -> None:
+    await harness.start_bind(person("normal"))
+    await harness.say("/cancel")
+    assert "Step 3 of 3" in await harness.start_bind(person("low_balance"))  # another member's phone
+    assert len(harness.sms()) == 2
