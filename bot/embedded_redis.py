@@ -28,6 +28,7 @@ import atexit
 import ctypes
 import importlib.util
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -204,6 +205,7 @@ class EmbeddedRedis:
         self._data_dir.chmod(0o700)
         self._lock()
         try:
+            self._refuse_newer_aof()
             self._spawn()
         except BaseException:
             self.stop()
@@ -252,6 +254,20 @@ class EmbeddedRedis:
         if fd is not None:
             os.close(fd)  # closing our descriptor drops the flock once the child has exited too
 
+    def _refuse_newer_aof(self) -> None:
+        """Redis 6 starts *empty* on a folder whose AOF Redis 7 wrote (``appendonlydir/``): refuse."""
+        if not (self._data_dir / "appendonlydir").is_dir():
+            return
+        out = subprocess.run(  # noqa: S603 - our binary, no shell
+            [str(self._binary), "--version"], capture_output=True, text=True, check=False, timeout=10
+        ).stdout
+        major = re.search(r"v=(\d+)\.", out)
+        if major is not None and int(major.group(1)) < 7:
+            raise RedisStartError(
+                f"{self._data_dir} holds data written by Redis 7 and {self._binary} is Redis {major.group(1)}, "
+                "which would start empty: set YIBAO_REDIS_SERVER to a Redis 7 binary or use another data folder"
+            )
+
     def _spawn(self) -> None:
         socket_path = self._data_dir / _SOCKET_NAME
         use_tcp = self._tcp or len(os.fsencode(socket_path)) > _MAX_SOCKET_PATH
@@ -268,15 +284,17 @@ class EmbeddedRedis:
             log = self._data_dir / _LOG_NAME
             log_offset = log.stat().st_size if log.exists() else 0
             argv = [str(self._binary), *listen, *self._storage_args()]
-            self._proc = subprocess.Popen(  # noqa: S603 - argv is ours, no shell
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-                pass_fds=(self._lock_fd,) if self._lock_fd is not None else (),
-                preexec_fn=_die_with_parent(),  # Linux: PR_SET_PDEATHSIG
-            )
+            # stderr too goes to the log: option errors are printed there before the log is opened.
+            with log.open("ab") as stderr:
+                self._proc = subprocess.Popen(  # noqa: S603 - argv is ours, no shell
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr,
+                    start_new_session=True,
+                    pass_fds=(self._lock_fd,) if self._lock_fd is not None else (),
+                    preexec_fn=_die_with_parent(),  # Linux: PR_SET_PDEATHSIG
+                )
             failure = self._wait_ready(argv, log, log_offset)
             if failure is None:
                 return

