@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
+import httpx
 from redis.asyncio import Redis
 
+from bot.charts import MatplotlibCharts
 from bot.clock import SystemClock
 from bot.codec import StateCodec
-from bot.config import Settings, read_secret
+from bot.config import PlatformSettings, Settings, read_secret
 from bot.embedded_redis import EmbeddedRedis
-from bot.insurance_port import ContractInsurance
+from bot.insurance_port import Platform, PlatformRegistry
 from bot.keys import Keys
 from bot.otp import OtpLimits, OtpService
 from bot.pii import PiiCipher, load_or_create_key, parse_key
@@ -22,8 +25,10 @@ from bot.store import RedisStore
 from dialogs.i18n import Catalogs
 from dialogs.machine import Conversation, DialogSettings
 from dialogs.models import PlatformName
-from dialogs.ports import Clock
+from dialogs.ports import Clock, PlatformInfo
+from insurance.client import ClientPolicy, HttpPlatformClient
 from insurance.sandbox import SandboxPlatform
+from insurance.server import create_app
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +46,17 @@ class Runtime:
     otp: OtpService
     conversation: Conversation
     embedded: EmbeddedRedis | None = None
+    clients: dict[str, HttpPlatformClient] = field(default_factory=dict)
+    sandboxes: dict[str, SandboxPlatform] = field(default_factory=dict)
+    """The in-process sandbox platforms by name, for the demo's and the tests' admin moves."""
     _closed: bool = field(default=False, repr=False)
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
+        for client in self.clients.values():
+            await client.aclose()
         await self.redis.aclose()
         if self.embedded is not None:
             self.embedded.stop()
@@ -91,6 +101,57 @@ def sms_gateway(settings: Settings, clock: Clock, show_sms: ShowSms | None) -> S
     return ConsoleSmsGateway(show_sms)
 
 
+def _policy(p: PlatformSettings) -> ClientPolicy:
+    return ClientPolicy(
+        timeout_seconds=p.timeout_seconds,
+        deadline_seconds=p.deadline_seconds,
+        retries=p.retries,
+        max_concurrency=p.max_concurrency,
+        breaker_failures=p.breaker_failures,
+        breaker_reset_seconds=p.breaker_reset_seconds,
+    )
+
+
+def build_platforms(
+    settings: Settings, clock: Clock
+) -> tuple[PlatformRegistry, dict[str, HttpPlatformClient], dict[str, SandboxPlatform]]:
+    """A client per configured platform. A ``sandbox`` platform is served in-process through
+    httpx's ASGI transport, over the same client, signing and contract as a remote one."""
+    clients: dict[str, HttpPlatformClient] = {}
+    sandboxes: dict[str, SandboxPlatform] = {}
+    platforms = []
+    for p in settings.insurance.platforms:
+        if p.kind == "sandbox":
+            sandbox = SandboxPlatform.from_file(p.sandbox_data, clock=clock.now)
+            key = secrets.token_bytes(32)
+            app = create_app(sandbox, keys={"in-process": key}, clock=clock.now, admin=False)
+            client = HttpPlatformClient(
+                f"http://{p.name}.sandbox.invalid",
+                key_id="in-process",
+                secret=key,
+                policy=_policy(p),
+                transport=httpx.ASGITransport(app=app),
+                name=p.name,
+                wall_clock=clock.now,
+            )
+            sandboxes[p.name] = sandbox
+        else:
+            secret = read_secret(p.secret, p.secret_file)
+            assert p.base_url is not None
+            assert secret is not None
+            client = HttpPlatformClient(
+                p.base_url,
+                key_id=p.key_id,
+                secret=secret.get_secret_value().encode(),
+                policy=_policy(p),
+                name=p.name,
+            )
+        clients[p.name] = client
+        info = PlatformInfo(name=PlatformName(p.name), label=p.label or p.name, regions=tuple(p.regions))
+        platforms.append(Platform(info, client))
+    return PlatformRegistry(platforms), clients, sandboxes
+
+
 async def build_runtime(
     settings: Settings,
     *,
@@ -119,6 +180,7 @@ async def build_runtime(
         keys=keys,
         codec=StateCodec(cipher),
         session_ttl_seconds=settings.redis.session_idle_seconds,
+        balance_ttl_seconds=settings.insurance.balance_cache_seconds,
         lock_seconds=settings.redis.lock_seconds,
         lock_wait_seconds=settings.redis.lock_wait_seconds,
     )
@@ -142,8 +204,7 @@ async def build_runtime(
         ),
         signature=settings.sms.signature,
     )
-    sandbox = SandboxPlatform.from_file(settings.insurance.sandbox_data, clock=clock.now)
-    insurance = ContractInsurance(PlatformName(settings.insurance.name), sandbox)
+    insurance, clients, sandboxes = build_platforms(settings, clock)
     conversation = Conversation(
         store=store,
         insurance=insurance,
@@ -156,6 +217,8 @@ async def build_runtime(
             max_threshold=settings.alerts.max_threshold,
             session_idle_minutes=settings.redis.session_idle_seconds // 60,
             code_ttl_minutes=o.code_ttl_seconds // 60,
+            balance_cache_seconds=settings.insurance.balance_cache_seconds,
         ),
+        charts=MatplotlibCharts(),
     )
-    return Runtime(settings, redis, keys, store, otp, conversation, embedded)
+    return Runtime(settings, redis, keys, store, otp, conversation, embedded, clients, sandboxes)

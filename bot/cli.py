@@ -1,7 +1,8 @@
 """``yibao``: the command line.
 
 ``yibao chat`` talks to Yibao in the terminal; ``yibao config check`` validates a config file;
-``yibao sandbox people`` lists the sandbox's fictional insured people to try.
+``yibao sandbox ...`` lists the sandbox's fictional people, serves the sandbox over HTTP and changes a
+running one (:mod:`bot.sandbox_cli`).
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import argparse
 import asyncio
 import os
 import sys
-import unicodedata
 from importlib.metadata import PackageNotFoundError, version
 
+from bot import sandbox_cli
 from bot.config import ConfigError, Settings, load_settings
 
 EXIT_CONFIG = 2
@@ -45,9 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     check = config_sub.add_parser("check", help="validate a config file; exit 2 naming each bad key")
     check.add_argument("path", nargs="?", help="the file (default: as --config)")
 
-    sandbox = sub.add_parser("sandbox", help="the sandbox insurance platform")
-    sandbox_sub = sandbox.add_subparsers(dest="sandbox_command", required=True, metavar="ACTION")
-    sandbox_sub.add_parser("people", help="list the fictional insured people to try")
+    sandbox_cli.add_parser(sub)
     return p
 
 
@@ -76,34 +75,12 @@ def cmd_config_check(path: str | None) -> int:
     key = "set" if (settings.security.pii_key or settings.security.pii_key_file) else "not set (demo key)"
     print(f"{used or 'built-in defaults'}: OK")
     print(f"  redis: {redis}; prefix {settings.redis.prefix!r}")
-    print(f"  pii key: {key}; sms gateway: {settings.sms.gateway}; insurance: {settings.insurance.kind}")
+    platforms = ", ".join(f"{p.name} ({p.kind})" for p in settings.insurance.platforms)
+    print(f"  pii key: {key}; sms gateway: {settings.sms.gateway}; insurance platforms: {platforms}")
     if settings.redis.url and not (settings.security.pii_key or settings.security.pii_key_file):
         print(f"{used or 'settings'}: security.pii_key: required when redis.url is set", file=sys.stderr)
         return EXIT_CONFIG
     return 0
-
-
-def cmd_sandbox_people(settings: Settings) -> int:
-    from dialogs.masking import mask_phone
-    from insurance.sandbox import SandboxPlatform
-
-    people = SandboxPlatform.from_file(settings.insurance.sandbox_data).people()
-    print("Fictional people in the sandbox (not real persons):")
-    print(
-        f"{_pad('name', 16)} {'ID number':<19} {'phone on file':<14} {_pad('region', 14)} {'kind':<9} scenario"
-    )
-    for p in people:
-        print(
-            f"{_pad(p.name, 16)} {p.id_number:<19} {mask_phone(p.phone):<14} {_pad(p.region_name, 14)} "
-            f"{p.kind.value:<9} {p.scenario.value}"
-        )
-    return 0
-
-
-def _pad(text: str, width: int) -> str:
-    """Left-align in a terminal, where CJK characters take two columns."""
-    used = sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
-    return text + " " * max(0, width - used)
 
 
 def cmd_chat(settings: Settings, lang: str | None) -> int:
@@ -115,7 +92,9 @@ def cmd_chat(settings: Settings, lang: str | None) -> int:
 
     setup_logging(settings.logging.level, settings.logging.file or settings.general.data_dir / "yibao.log")
     locale = lang or normalize_locale(os.environ.get("LANG"))
-    adapter = ConsoleAdapter(user_id=settings.console.user, locale=locale)
+    adapter = ConsoleAdapter(
+        user_id=settings.console.user, locale=locale, files_dir=settings.general.data_dir / "files"
+    )
 
     async def chat() -> None:
         runtime = await build_runtime(settings, show_sms=adapter.show_sms)
@@ -140,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_config_check(args.path or args.config)
     settings = _load(args.config)
     if args.command == "sandbox":
-        return cmd_sandbox_people(settings)
+        return sandbox_cli.run(settings, args)
     return cmd_chat(settings, args.lang)
 
 

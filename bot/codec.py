@@ -16,7 +16,17 @@ from decimal import Decimal, InvalidOperation
 from pydantic import SecretStr, ValidationError
 
 from bot.pii import PiiCipher, PiiError
-from dialogs.models import Binding, MemberId, PendingBind, PlatformName, Profile, Session, State, UserKey
+from dialogs.models import (
+    Binding,
+    CachedBalance,
+    MemberId,
+    PendingBind,
+    PlatformName,
+    Profile,
+    Session,
+    State,
+    UserKey,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +39,11 @@ class StateCodec:
 
     def encode_session(self, user: UserKey, session: Session) -> str | None:
         """None: nothing worth keeping (idle, nothing pending), so the key is deleted."""
-        if session.state is State.IDLE and session.pending is None:
+        if session.state is State.IDLE and session.pending is None and session.history_cursor is None:
             return None
         record: dict[str, str] = {"state": session.state.value}
+        if session.history_cursor is not None:
+            record["history_cursor"] = session.history_cursor
         if session.pending is not None:
             pending = {
                 k: (v.get_secret_value() if isinstance(v, SecretStr) else v)
@@ -51,11 +63,29 @@ class StateCodec:
                 pending = PendingBind.model_validate_json(
                     self.cipher.decrypt(record["pending"], context=f"pending|{user}")
                 )
-            return Session(state=State(record["state"]), pending=pending)
+            return Session(
+                state=State(record["state"]), pending=pending, history_cursor=record.get("history_cursor")
+            )
         except (ValueError, KeyError, PiiError, ValidationError):
             # A half-finished conversation is not worth failing every later message for.
             log.warning("discarding an unreadable session for %s", user)
             return Session()
+
+    # -- balance cache -------------------------------------------------------------------------
+    # Balances are financial data: encrypted like the rest, though they live only a minute.
+
+    def encode_balance(self, user: UserKey, cached: CachedBalance) -> str:
+        return self.cipher.encrypt(cached.model_dump_json(), context=f"balance|{user}")
+
+    def decode_balance(self, user: UserKey, raw: bytes | None) -> CachedBalance | None:
+        if raw is None:
+            return None
+        try:
+            return CachedBalance.model_validate_json(
+                self.cipher.decrypt(raw.decode(), context=f"balance|{user}")
+            )
+        except (ValueError, PiiError, ValidationError):
+            return None  # a cache: not worth failing for
 
     # -- profile -------------------------------------------------------------------------------
 

@@ -125,11 +125,60 @@ class SmsSettings(_Section):
         return self
 
 
-class InsuranceSettings(_Section):
-    kind: Literal["sandbox"] = "sandbox"
-    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")] = "sandbox"
+class PlatformSettings(_Section):
+    """One insurance platform. ``sandbox`` runs the sandbox in-process (no server to start) over the
+    same HTTP client code as ``http``, which speaks the contract in ``insurance/openapi.json``."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+    label: Annotated[str, Field(max_length=40)] = ""
+    """What users see on the button when they choose a platform; empty: the name."""
+    kind: Literal["sandbox", "http"] = "sandbox"
+    regions: list[Annotated[str, Field(pattern=r"^\d{2,6}$")]] = []
+    """Leading digits of the area codes it serves ("11" Beijing, "3101", "440305"): proposed first
+    to users whose ID number starts with them."""
+    base_url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")] | None = None
+    key_id: Annotated[str, Field(min_length=1, max_length=64)] = "yibao"
+    secret: SecretStr | None = None
+    """The HMAC secret shared with the platform (``http``)."""
+    secret_file: Path | None = None
     sandbox_data: Path | None = None
-    """A sandbox data file; empty means the one shipped with Yibao."""
+    """``sandbox``: a data file; empty means the one shipped with Yibao."""
+    timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
+    deadline_seconds: Annotated[float, Field(gt=0, le=120)] = 8.0
+    """The longest a user waits for this platform, retries included."""
+    retries: Annotated[int, Field(ge=0, le=5)] = 2
+    max_concurrency: Annotated[int, Field(ge=1, le=1000)] = 20
+    breaker_failures: Annotated[int, Field(ge=1, le=1000)] = 5
+    breaker_reset_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+    @model_validator(mode="after")
+    def _http_needs_url_and_secret(self) -> PlatformSettings:
+        if self.kind == "http":
+            if self.base_url is None:
+                raise ValueError(f'platform "{self.name}": kind "http" needs base_url')
+            if self.secret is None and self.secret_file is None:
+                raise ValueError(f'platform "{self.name}": kind "http" needs secret or secret_file')
+        return self
+
+
+def _default_platforms() -> list[PlatformSettings]:
+    return [PlatformSettings(name="sandbox", label="Sandbox 沙箱")]
+
+
+class InsuranceSettings(_Section):
+    platforms: Annotated[list[PlatformSettings], Field(min_length=1)] = Field(
+        default_factory=_default_platforms
+    )
+    balance_cache_seconds: Annotated[int, Field(ge=0, le=3600)] = 60
+    """How long a fetched balance answers repeated /balance without asking the platform (0: never)."""
+
+    @field_validator("platforms")
+    @classmethod
+    def _unique_names(cls, value: list[PlatformSettings]) -> list[PlatformSettings]:
+        names = [p.name for p in value]
+        if len(set(names)) != len(names):
+            raise ValueError("platform names must be unique")
+        return value
 
 
 class AlertSettings(_Section):
@@ -260,7 +309,7 @@ def _problem(err: Any) -> ConfigProblem:
     return ConfigProblem(key, message)
 
 
-_SECRET_SECTIONS = frozenset({"redis", "security", "telegram"})
+_SECRET_SECTIONS = frozenset({"redis", "security", "telegram", "insurance"})
 
 
 def _is_secret_key(key: str) -> bool:
@@ -272,10 +321,15 @@ def _is_secret_key(key: str) -> bool:
 
 def _secret_file_problems(settings: Settings) -> list[ConfigProblem]:
     problems = []
-    for key, path in (
+    files = [
         ("security.pii_key_file", settings.security.pii_key_file),
         ("telegram.token_file", settings.telegram.token_file),
-    ):
+    ]
+    files += [
+        (f"insurance.platforms.{i}.secret_file", p.secret_file)
+        for i, p in enumerate(settings.insurance.platforms)
+    ]
+    for key, path in files:
         if path is not None and not path.is_file():
             problems.append(ConfigProblem(key, f"{path} does not exist or is not a file"))
     return problems

@@ -1,22 +1,50 @@
-"""Adapts an insurance platform speaking the contract (``insurance.models``) to the dialogs' port."""
+"""Adapts the insurance platforms (clients speaking ``insurance.models``) to the dialogs' port."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from pydantic import SecretStr, ValidationError
 
-from dialogs.models import MemberId, PlatformName
-from dialogs.ports import BalanceView, InsuranceProblem, MemberMatch, ProblemCode
-from insurance.models import Balance, ErrorCode, InsuranceError, Member, MemberLookup, SyncStatus
+from dialogs.models import BalanceView, MemberId, PlatformName
+from dialogs.ports import (
+    InsuranceProblem,
+    MemberMatch,
+    PlatformInfo,
+    ProblemCode,
+    TransactionsPage,
+    TransactionView,
+)
+from insurance.models import (
+    Balance,
+    ErrorCode,
+    InsuranceError,
+    Member,
+    MemberLookup,
+    SyncStatus,
+    TransactionPage,
+)
 
 
 class ContractClient(Protocol):
-    """What Yibao asks of an insurance platform (the sandbox in-process, or an HTTP client)."""
+    """What Yibao asks of one insurance platform (``insurance.client.HttpPlatformClient``)."""
 
     async def lookup(self, query: MemberLookup) -> Member: ...
 
     async def balance(self, member_id: str) -> Balance: ...
+
+    async def transactions(
+        self,
+        member_id: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 20,
+    ) -> TransactionPage: ...
 
 
 _PROBLEMS = {
@@ -33,29 +61,44 @@ def _problem(error: InsuranceError) -> InsuranceProblem:
     return InsuranceProblem(code, until=error.until, retry_after=error.retry_after)
 
 
-class ContractInsurance:
-    """The ``InsurancePort`` over one platform. Several platforms come with the HTTP issue."""
+@dataclass(frozen=True, slots=True)
+class Platform:
+    info: PlatformInfo
+    client: ContractClient
 
-    def __init__(self, name: PlatformName, client: ContractClient) -> None:
-        self.name = name
-        self.client = client
 
-    async def find_member(self, name: str, id_number: str) -> MemberMatch:
+class PlatformRegistry:
+    """The ``InsurancePort`` over every configured platform; a binding names the one it is on."""
+
+    def __init__(self, platforms: Sequence[Platform]) -> None:
+        self._by_name = {p.info.name: p for p in platforms}
+        self._infos = tuple(p.info for p in platforms)
+
+    def platforms(self) -> tuple[PlatformInfo, ...]:
+        return self._infos
+
+    def _client(self, platform: PlatformName) -> ContractClient:
+        found = self._by_name.get(platform)
+        if found is None:  # a binding to a platform no longer configured
+            raise InsuranceProblem(ProblemCode.UNAVAILABLE)
+        return found.client
+
+    async def find_member(self, platform: PlatformName, name: str, id_number: str) -> MemberMatch:
+        client = self._client(platform)
         try:
-            member = await self.client.lookup(MemberLookup(name=name, id_number=id_number))
+            member = await client.lookup(MemberLookup(name=name, id_number=id_number))
         except InsuranceError as e:
             raise _problem(e) from None
-        except ValidationError:  # the platform answered something that breaks the contract
+        except ValidationError:  # an answer that breaks the contract
             raise InsuranceProblem(ProblemCode.UNAVAILABLE) from None
         return MemberMatch(
-            member_id=MemberId(member.member_id), platform=self.name, phone=SecretStr(member.phone)
+            member_id=MemberId(member.member_id), platform=platform, phone=SecretStr(member.phone)
         )
 
     async def balance(self, platform: PlatformName, member_id: MemberId) -> BalanceView:
-        if platform != self.name:
-            raise InsuranceProblem(ProblemCode.UNAVAILABLE)
+        client = self._client(platform)
         try:
-            b = await self.client.balance(member_id)
+            b = await client.balance(member_id)
         except InsuranceError as e:
             raise _problem(e) from None
         except ValidationError:
@@ -67,4 +110,35 @@ class ContractInsurance:
             pooled_year=b.pooled_year,
             as_of=b.as_of,
             stale=b.sync_status is SyncStatus.DELAYED,
+        )
+
+    async def transactions(
+        self,
+        platform: PlatformName,
+        member_id: MemberId,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 20,
+    ) -> TransactionsPage:
+        client = self._client(platform)
+        try:
+            page = await client.transactions(member_id, start=start, end=end, cursor=cursor, limit=limit)
+        except InsuranceError as e:
+            raise _problem(e) from None
+        except ValidationError:
+            raise InsuranceProblem(ProblemCode.UNAVAILABLE) from None
+        return TransactionsPage(
+            items=tuple(
+                TransactionView(
+                    at=tx.at,
+                    place=tx.place,
+                    category=tx.category.value,
+                    personal=tx.personal_amount,
+                    pooled=tx.pooled_amount,
+                )
+                for tx in page.items
+            ),
+            next_cursor=page.next_cursor,
         )

@@ -25,6 +25,8 @@ class UserKind(StrEnum):
     """The pending SMS code, send history, failures and lockout (a hash; expires)."""
     LOCK = "lock"
     """The per-user guard (a token with a short expiry)."""
+    BALANCE = "balance"
+    """The last balance fetched (encrypted; expires after ``insurance.balance_cache_seconds``)."""
 
 
 USER_KINDS = tuple(UserKind)

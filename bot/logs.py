@@ -45,4 +45,7 @@ def setup_logging(level: str, file: Path | None) -> logging.Handler:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # httpx logs every request's URL at INFO; our client logs what matters, once per call.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
     return handler

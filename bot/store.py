@@ -27,8 +27,9 @@ from dialogs.ports import Step
 
 log = logging.getLogger(__name__)
 
-# KEYS: lock, session, profile, then the user's other keys (erased along with the rest).
+# KEYS: lock, session, profile, balance, then the user's other keys (erased along with the rest).
 # ARGV: token, mode ("write"|"erase"), session json ("" deletes), session ttl ms,
+#       balance ("" keeps, "-" deletes, else the value), balance ttl ms,
 #       number of profile fields to set n, n field/value pairs, then fields to delete.
 _WRITE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -42,8 +43,13 @@ if ARGV[3] == '' then
 else
   redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
 end
-local n = tonumber(ARGV[5])
-local i = 6
+if ARGV[5] == '-' then
+  redis.call('DEL', KEYS[4])
+elseif ARGV[5] ~= '' then
+  redis.call('SET', KEYS[4], ARGV[5], 'PX', ARGV[6])
+end
+local n = tonumber(ARGV[7])
+local i = 8
 if n > 0 then
   local pairs = {}
   for j = i, i + 2 * n - 1 do pairs[#pairs + 1] = ARGV[j] end
@@ -97,6 +103,7 @@ class RedisStore:
         keys: Keys,
         codec: StateCodec,
         session_ttl_seconds: int,
+        balance_ttl_seconds: int = 60,
         lock_seconds: float = 30.0,
         lock_wait_seconds: float = 10.0,
     ) -> None:
@@ -104,6 +111,7 @@ class RedisStore:
         self.keys = keys
         self.codec = codec
         self.session_ttl_ms = session_ttl_seconds * 1000
+        self.balance_ttl_ms = max(1, balance_ttl_seconds) * 1000
         self.lock_ms = int(lock_seconds * 1000)
         self.lock_wait = lock_wait_seconds
         self._local = _LocalLocks()
@@ -124,15 +132,25 @@ class RedisStore:
     async def load(self, user: UserKey) -> UserState:
         """The user's state without taking the guard (for reading only)."""
         pipe = self.redis.pipeline(transaction=False)
+        self._read(pipe, user)
+        return self._decode(user, *await pipe.execute())
+
+    def _read(self, pipe: Any, user: UserKey) -> None:
         pipe.get(self.keys.user(user, UserKind.SESSION))
         pipe.hgetall(self.keys.user(user, UserKind.PROFILE))
-        session_raw, profile_raw = await pipe.execute()
-        return self._decode(user, session_raw, profile_raw)
+        pipe.get(self.keys.user(user, UserKind.BALANCE))
 
-    def _decode(self, user: UserKey, session_raw: bytes | None, profile_raw: dict[bytes, bytes]) -> UserState:
+    def _decode(
+        self,
+        user: UserKey,
+        session_raw: bytes | None,
+        profile_raw: dict[bytes, bytes],
+        balance_raw: bytes | None,
+    ) -> UserState:
         return UserState(
             session=self.codec.decode_session(user, session_raw),
             profile=self.codec.decode_profile(user, profile_raw),
+            balance=self.codec.decode_balance(user, balance_raw),
         )
 
     async def _acquire(self, user: UserKey) -> tuple[str, UserState]:
@@ -143,12 +161,11 @@ class RedisStore:
         while True:
             pipe = self.redis.pipeline(transaction=False)
             pipe.set(lock_key, token, nx=True, px=self.lock_ms)
-            pipe.get(self.keys.user(user, UserKind.SESSION))
-            pipe.hgetall(self.keys.user(user, UserKind.PROFILE))
-            got, session_raw, profile_raw = await pipe.execute()
+            self._read(pipe, user)
+            got, *raw = await pipe.execute()
             if got:
                 try:
-                    return token, self._decode(user, session_raw, profile_raw)
+                    return token, self._decode(user, *raw)
                 except BaseException:
                     await self._release(keys=[lock_key], args=[token])
                     raise
@@ -158,14 +175,11 @@ class RedisStore:
             delay = min(delay * 2, 0.2)
 
     async def _save(self, user: UserKey, token: str, outcome: Outcome) -> None:
-        keys = [self.keys.user(user, kind) for kind in (UserKind.LOCK, UserKind.SESSION, UserKind.PROFILE)]
+        first = (UserKind.LOCK, UserKind.SESSION, UserKind.PROFILE, UserKind.BALANCE)
+        keys = [self.keys.user(user, kind) for kind in first]
         args: list[Any]
         if outcome.erase:
-            keys += [
-                self.keys.user(user, kind)
-                for kind in UserKind
-                if kind.value not in ("lock", "session", "profile")
-            ]
+            keys += [self.keys.user(user, kind) for kind in UserKind if kind not in first]
             args = [token, "erase"]
         else:
             sets: list[str] = []
@@ -179,7 +193,13 @@ class RedisStore:
             if outcome.set_lang is not None:
                 sets += ["lang", outcome.set_lang]
             session = self.codec.encode_session(user, outcome.session) or ""
-            args = [token, "write", session, self.session_ttl_ms, len(sets) // 2, *sets, *dels]
+            balance = ""
+            if outcome.cache_balance is not None:
+                balance = self.codec.encode_balance(user, outcome.cache_balance)
+            elif outcome.set_binding is not None:
+                balance = "-"  # a new binding: the cached balance was someone else's
+            args = [token, "write", session, self.session_ttl_ms, balance, self.balance_ttl_ms]
+            args += [len(sets) // 2, *sets, *dels]
         if not await self._write(keys=keys, args=args):
             log.warning("guard for %s expired before its update was saved", user)
             raise GuardLost(user)

@@ -16,6 +16,9 @@ class Command:
 
 class Intent(StrEnum):
     BALANCE = "balance"
+    SPENDING = "spending"
+    HISTORY = "history"
+    CHART = "chart"
     ALERT = "alert"
     BIND = "bind"
     HELP = "help"
@@ -23,10 +26,25 @@ class Intent(StrEnum):
     UNKNOWN = "unknown"
 
 
+class Period(StrEnum):
+    THIS_MONTH = "this_month"
+    LAST_MONTH = "last_month"
+    THIS_YEAR = "this_year"
+    LAST_YEAR = "last_year"
+
+
+class Fund(StrEnum):
+    ALL = "all"
+    PERSONAL = "personal"
+    POOLED = "pooled"
+
+
 @dataclass(frozen=True, slots=True)
 class Understood:
     intent: Intent
     arg: str = ""
+    period: Period = Period.THIS_MONTH
+    fund: Fund = Fund.ALL
 
 
 _COMMAND = re.compile(r"^/(?P<name>[A-Za-z_]+)(?:@\w+)?(?:\s+(?P<arg>.*))?$", re.DOTALL)
@@ -47,6 +65,19 @@ _BALANCE = re.compile(
     r"\bbalance\b|how much.*\b(?:left|have|remain)|what'?s left|\bremaining\b",
     re.I,
 )
+_SPENT = re.compile(
+    r"花了|花费|消费了?多少|用了|用掉|支出|开销|报销了?多少|\bspen[dt]\b|\bused\b|\bpaid\b", re.I
+)
+_PERIODS = (
+    (Period.LAST_MONTH, re.compile(r"上个?月|last month", re.I)),
+    (Period.THIS_MONTH, re.compile(r"这个?月|本月|this month", re.I)),
+    (Period.LAST_YEAR, re.compile(r"去年|上一?年|last year", re.I)),
+    (Period.THIS_YEAR, re.compile(r"今年|本年|年度|this year", re.I)),
+)
+_POOLED = re.compile(r"统筹|pooled", re.I)
+_PERSONAL = re.compile(r"个人账户|personal", re.I)
+_HISTORY = re.compile(r"交易记录|消费记录|明细|流水|最近的?(?:交易|消费)|\bhistory\b|\btransactions?\b", re.I)
+_CHART = re.compile(r"图表|趋势|走势|\bchart\b|\bgraph\b|\btrend\b", re.I)
 _BIND = re.compile(r"^(?:绑定|绑定医保|我要绑定|bind|link)(?:账户|账号| my account| account)?$", re.I)
 _HELP = re.compile(r"^(?:帮助|怎么用|help|\?|？|菜单|menu)$", re.I)
 _GREETING = re.compile(r"^(?:你好|您好|嗨|哈喽|hi|hello|hey|在吗)[!！。.~ ]*$", re.I)
@@ -70,6 +101,14 @@ def understand(text: str) -> Understood:
         m = pattern.search(text)
         if m:
             return Understood(Intent.ALERT, m["amt"].strip())
+    if _SPENT.search(text):
+        period = next((p for p, pattern in _PERIODS if pattern.search(text)), Period.THIS_MONTH)
+        fund = Fund.POOLED if _POOLED.search(text) else Fund.PERSONAL if _PERSONAL.search(text) else Fund.ALL
+        return Understood(Intent.SPENDING, period=period, fund=fund)
+    if _HISTORY.search(text):
+        return Understood(Intent.HISTORY)
+    if _CHART.search(text):
+        return Understood(Intent.CHART)
     if _BIND.match(text):
         return Understood(Intent.BIND)
     if _HELP.match(text):

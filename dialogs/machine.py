@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from functools import partial
 from zoneinfo import ZoneInfo
@@ -22,27 +22,57 @@ from pydantic import SecretStr
 from dialogs.amounts import AmountProblem, parse_amount
 from dialogs.i18n import Catalogs, Translator, normalize_locale
 from dialogs.identity import IdProblem, NameProblem, check_id_number, check_name, id_length
-from dialogs.intents import Command, Intent, normalize, parse_command, understand
+from dialogs.intents import Command, Fund, Intent, Period, normalize, parse_command, understand
 from dialogs.masking import mask_id_number
-from dialogs.models import Binding, Button, Inbound, Outcome, PendingBind, Reply, Session, State, UserState
-from dialogs.ports import (
+from dialogs.models import (
+    Attachment,
     BalanceView,
+    Binding,
+    Button,
+    CachedBalance,
+    Inbound,
+    Outcome,
+    PendingBind,
+    PlatformName,
+    Reply,
+    Session,
+    State,
+    UserState,
+)
+from dialogs.ports import (
+    ChartData,
+    ChartPort,
     Clock,
     CodeRefused,
     CodeSent,
     InsurancePort,
     InsuranceProblem,
     OtpPort,
+    PlatformInfo,
     ProblemCode,
     Refusal,
+    TransactionView,
     UserStore,
     Verdict,
+)
+from dialogs.spending import (
+    SPENDING_CATEGORIES,
+    at_midnight,
+    balance_series,
+    month_start,
+    monthly_spending,
+    period_bounds,
+    totals,
 )
 
 log = logging.getLogger(__name__)
 
-_BIND_STATES = frozenset({State.BIND_NAME, State.BIND_ID, State.BIND_CODE})
+_BIND_STATES = frozenset({State.BIND_NAME, State.BIND_ID, State.BIND_PLATFORM, State.BIND_CODE})
 _ANYTIME = frozenset({"cancel", "help", "start", "lang", "bind"})
+_FLOW_COMMANDS = {State.BIND_CODE: "resend", State.BIND_PLATFORM: "platform"}
+_MORE = frozenset({"more", "next", "更多", "下一页"})
+_MAX_PAGES = 20
+"""Pages of transactions read for one answer (at 100 a page, more than a year of them)."""
 _YES = frozenset({"yes", "y", "ok", "confirm", "确认", "确定", "是", "是的", "好", "好的", "对"})
 _OFF = frozenset({"off", "stop", "none", "关闭", "关", "取消", "停止", "不用了"})
 _CODE = re.compile(r"^\d{4,8}$")
@@ -57,6 +87,9 @@ class DialogSettings:
     session_idle_minutes: int = 30
     code_ttl_minutes: int = 5
     hotline: str = "12393"
+    balance_cache_seconds: int = 60
+    history_page: int = 10
+    history_max: int = 50
 
 
 class Conversation:
@@ -69,8 +102,10 @@ class Conversation:
         clock: Clock,
         catalogs: Catalogs,
         settings: DialogSettings | None = None,
+        charts: ChartPort | None = None,
     ) -> None:
         self.store = store
+        self.charts = charts
         self.insurance = insurance
         self.otp = otp
         self.clock = clock
@@ -104,6 +139,7 @@ class _Turn:
         self.user = inbound.user
         self.session = state.session
         self.profile = state.profile
+        self.cached = state.balance
         self.locale = state.profile.lang or normalize_locale(inbound.locale) or conv.settings.default_locale
         self.t: Translator = conv.catalogs.get(self.locale)
         self.now = conv.clock.now()
@@ -120,6 +156,7 @@ class _Turn:
         set_threshold: Decimal | None = None,
         clear_threshold: bool = False,
         set_lang: str | None = None,
+        cache_balance: CachedBalance | None = None,
         erase: bool = False,
     ) -> Outcome:
         """An outcome with plain-text replies; the session falls back to idle unless one is given."""
@@ -131,6 +168,7 @@ class _Turn:
             set_threshold=set_threshold,
             clear_threshold=clear_threshold,
             set_lang=set_lang,
+            cache_balance=cache_balance,
             erase=erase,
         )
 
@@ -156,6 +194,8 @@ class _Turn:
                 return await self.on_name()
             case State.BIND_ID:
                 return await self.on_id_number()
+            case State.BIND_PLATFORM:
+                return await self.on_platform(self.text)
             case State.BIND_CODE:
                 return await self.on_code()
             case State.UNBIND_CONFIRM:
@@ -167,11 +207,7 @@ class _Turn:
 
     async def command(self, cmd: Command) -> Outcome:
         state = self.session.state
-        if (
-            state in _BIND_STATES
-            and cmd.name not in _ANYTIME
-            and not (state is State.BIND_CODE and cmd.name == "resend")
-        ):
+        if state in _BIND_STATES and cmd.name not in _ANYTIME and cmd.name != _FLOW_COMMANDS.get(state):
             return self.out(
                 self.t.gettext(
                     "You are in the middle of binding. Send what I asked for, or /cancel to stop."
@@ -186,6 +222,9 @@ class _Turn:
             "bind": self.cmd_bind,
             "resend": self.cmd_resend,
             "balance": self.cmd_balance,
+            "history": self.cmd_history,
+            "chart": self.cmd_chart,
+            "platform": self.on_platform,
             "alert": self.cmd_alert,
             "unbind": self.cmd_unbind,
             "cancel": self.cmd_cancel,
@@ -209,6 +248,7 @@ class _Turn:
             "Hi, I'm Yibao. I check your medical-insurance (医保) account for you, right here in the chat:\n"
             "• /bind — link your insurance account (real name + ID number + SMS code)\n"
             '• /balance — personal account and pooled fund (or just ask "how much is left?")\n'
+            "• /history — your latest payments · /chart — the last 12 months in a picture\n"
             "• /alert 100 — hear from me when the balance drops below ¥100\n"
             "• /unbind — unlink and erase everything I keep about you\n"
             "• /lang zh — 切换到中文 · /help — all commands · /cancel — leave what you are doing"
@@ -225,11 +265,13 @@ class _Turn:
             "Commands:\n"
             "/bind — link your insurance account\n"
             "/balance — see what is left\n"
+            "/history — latest payments (/history 30 for more) · /chart — the last 12 months\n"
             "/alert 100 — alert me below ¥100 · /alert — show · /alert off — turn off\n"
             "/unbind — unlink and erase my data\n"
             "/lang zh or /lang en — language\n"
             "/cancel — leave the current step\n"
-            'You can also just ask: "how much is left?", "alert me below 100".'
+            'You can also just ask: "how much is left?", "how much did I spend last month?", '
+            '"alert me below 100".'
         )
         return self.out(text, session=self.keep_flow())
 
@@ -259,6 +301,12 @@ class _Turn:
         match understood.intent:
             case Intent.BALANCE:
                 return await self.cmd_balance()
+            case Intent.SPENDING:
+                return await self.spending(understood.period, understood.fund)
+            case Intent.HISTORY:
+                return await self.cmd_history()
+            case Intent.CHART:
+                return await self.cmd_chart()
             case Intent.ALERT:
                 return self.set_alert(understood.arg)
             case Intent.BIND:
@@ -358,16 +406,74 @@ class _Turn:
         checked = check_id_number(self.text, today=self.now.astimezone(self.cfg.timezone).date())
         if isinstance(checked, IdProblem):
             return self.out(self.id_problem(checked), session=self.session, sensitive=True)
+        platforms = self.ranked_platforms(checked)
+        if len(platforms) == 1:
+            return await self.look_up(pending.name, checked, platforms[0].name)
+        return self.ask_platform(
+            Session(
+                state=State.BIND_PLATFORM,
+                pending=PendingBind(name=pending.name, id_number=SecretStr(checked)),
+            ),
+            platforms,
+            sensitive=True,
+        )
+
+    def ranked_platforms(self, id_number: str) -> list[PlatformInfo]:
+        """The platforms, those serving the ID number's region first (most specific first)."""
+        return sorted(self.conv.insurance.platforms(), key=lambda p: -p.serves(id_number))
+
+    def ask_platform(
+        self, session: Session, platforms: list[PlatformInfo], *, sensitive: bool = False
+    ) -> Outcome:
+        best = platforms[0] if platforms[0].serves(self.id_of(session)) else None
+        buttons = tuple(
+            Button(
+                label=(
+                    self.t.gettext("{platform} (matches your ID number)").format(platform=p.label)
+                    if p is best
+                    else p.label
+                ),
+                payload=f"/platform {p.name}",
+            )
+            for p in platforms
+        )
+        text = self.t.gettext("Which insurance platform are you insured on? Choose one:")
+        return Outcome(
+            replies=(Reply(text=text, buttons=buttons, sensitive_input=sensitive),), session=session
+        )
+
+    @staticmethod
+    def id_of(session: Session) -> str:
+        pending = session.pending
+        return pending.id_number.get_secret_value() if pending and pending.id_number else ""
+
+    async def on_platform(self, answer: str) -> Outcome:
+        pending = self.session.pending
+        if self.session.state is not State.BIND_PLATFORM or pending is None or pending.name is None:
+            return self.out(
+                self.t.gettext("There is no platform to choose right now. Send /bind to start binding.")
+            )
+        id_number = self.id_of(self.session)
+        platforms = self.ranked_platforms(id_number)
+        wanted = answer.strip().lower()
+        chosen = next((p for p in platforms if wanted in (p.name.lower(), p.label.lower())), None)
+        if chosen is None and wanted.isdigit() and 1 <= int(wanted) <= len(platforms):
+            chosen = platforms[int(wanted) - 1]
+        if chosen is None:
+            return self.ask_platform(self.session, platforms)
+        return await self.look_up(pending.name, id_number, chosen.name)
+
+    async def look_up(self, name: SecretStr, id_number: str, platform: PlatformName) -> Outcome:
         try:
-            match = await self.conv.insurance.find_member(pending.name.get_secret_value(), checked)
+            match = await self.conv.insurance.find_member(platform, name.get_secret_value(), id_number)
         except InsuranceProblem as problem:
-            return await self.lookup_failed(problem)
+            return await self.lookup_failed(problem, name)
         sent = await self.conv.otp.send(self.user, match.phone, self.locale)
         at_code_step = Session(
             state=State.BIND_CODE,
             pending=PendingBind(
-                name=pending.name,
-                id_number=SecretStr(checked),
+                name=name,
+                id_number=SecretStr(id_number),
                 member_id=match.member_id,
                 platform=match.platform,
                 phone=match.phone,
@@ -403,7 +509,7 @@ class _Turn:
             ),
         }[problem]
 
-    async def lookup_failed(self, problem: InsuranceProblem) -> Outcome:
+    async def lookup_failed(self, problem: InsuranceProblem, name: SecretStr) -> Outcome:
         t = self.t
         if problem.code in (ProblemCode.MEMBER_NOT_FOUND, ProblemCode.IDENTITY_MISMATCH):
             until = await self.conv.otp.record_failure(self.user)
@@ -416,7 +522,7 @@ class _Turn:
                     "again. If you enrolled recently, your records may not be online yet: try again later "
                     "or call {hotline}."
                 ).format(hotline=self.cfg.hotline),
-                session=self.session,
+                session=Session(state=State.BIND_ID, pending=PendingBind(name=name)),
                 sensitive=True,
             )
         if problem.code is ProblemCode.IDENTITY_MISMATCH:
@@ -571,23 +677,212 @@ class _Turn:
     async def cmd_balance(self, _arg: str = "") -> Outcome:
         binding = self.profile.binding
         if binding is None:
-            return self.out(
-                self.t.gettext(
-                    "You haven't bound your insurance account yet. Send /bind — it takes a minute."
-                )
-            )
+            return self.not_bound()
         try:
-            view = await self.conv.insurance.balance(binding.platform, binding.member_id)
+            view, fresh = await self.current_balance(binding)
         except InsuranceProblem as problem:
-            if problem.code is ProblemCode.MEMBER_NOT_FOUND:
+            return self.out(self.account_problem(problem))
+        return self.out(*self.balance_texts(view), cache_balance=fresh)
+
+    async def current_balance(self, binding: Binding) -> tuple[BalanceView, CachedBalance | None]:
+        """The balance, from the cache while it is young; else from the platform, with what to cache."""
+        cached, ttl = self.cached, self.cfg.balance_cache_seconds
+        if cached is not None and (self.now - cached.fetched_at).total_seconds() < ttl:
+            return cached.view, None
+        view = await self.conv.insurance.balance(binding.platform, binding.member_id)
+        return view, (CachedBalance(view=view, fetched_at=self.now) if ttl > 0 else None)
+
+    def account_problem(self, problem: InsuranceProblem) -> str:
+        if problem.code is ProblemCode.MEMBER_NOT_FOUND:
+            return self.t.gettext(
+                "The insurance platform no longer finds the account you bound (perhaps your "
+                "insurance moved to another region). Please /unbind and bind again, or call {hotline}."
+            ).format(hotline=self.cfg.hotline)
+        return self.platform_problem(problem)
+
+    def not_bound(self) -> Outcome:
+        return self.out(
+            self.t.gettext("You haven't bound your insurance account yet. Send /bind — it takes a minute.")
+        )
+
+    # -- history, spending, chart --------------------------------------------------------------
+
+    def category(self, name: str, t: Translator | None = None) -> str:
+        t = t or self.t
+        return {
+            "pharmacy": t.gettext("pharmacy"),
+            "outpatient": t.gettext("outpatient"),
+            "inpatient": t.gettext("inpatient"),
+            "credit": t.gettext("credit"),
+        }.get(name, name)
+
+    def tx_line(self, tx: TransactionView) -> str:
+        t = self.t
+        day = tx.at.astimezone(self.cfg.timezone).strftime("%Y-%m-%d")
+        if tx.category == "credit":
+            return t.gettext("{date} {place}: +{amount} to the personal account").format(
+                date=day, place=tx.place, amount=self.money(tx.personal)
+            )
+        parts = []
+        if tx.personal:
+            parts.append(t.gettext("personal account {amount}").format(amount=self.money(-tx.personal)))
+        if tx.pooled:
+            parts.append(t.gettext("pooled fund {amount}").format(amount=self.money(-tx.pooled)))
+        return t.gettext("{date} {place} ({category}): {total}, paid by {parts}").format(
+            date=day,
+            place=tx.place,
+            category=self.category(tx.category),
+            total=self.money(-(tx.personal + tx.pooled)),
+            parts=" + ".join(parts),
+        )
+
+    async def cmd_history(self, arg: str = "") -> Outcome:
+        binding = self.profile.binding
+        if binding is None:
+            return self.not_bound()
+        cursor = None
+        limit = self.cfg.history_page
+        if arg.lower() in _MORE:
+            cursor = self.session.history_cursor
+            if cursor is None:
                 return self.out(
-                    self.t.gettext(
-                        "The insurance platform no longer finds the account you bound (perhaps your "
-                        "insurance moved to another region). Please /unbind and bind again, or call {hotline}."
-                    ).format(hotline=self.cfg.hotline)
+                    self.t.gettext("There are no more transactions to show. /history starts again.")
                 )
-            return self.out(self.platform_problem(problem))
-        return self.out(*self.balance_texts(view))
+        elif arg:
+            if not arg.isdigit() or not 1 <= int(arg) <= self.cfg.history_max:
+                return self.out(
+                    self.t.gettext("Give a number of transactions from 1 to {max}, e.g. /history 30.").format(
+                        max=self.cfg.history_max
+                    )
+                )
+            limit = int(arg)
+        try:
+            page = await self.conv.insurance.transactions(
+                binding.platform, binding.member_id, cursor=cursor, limit=limit
+            )
+        except InsuranceProblem as problem:
+            return self.out(self.account_problem(problem))
+        if not page.items:
+            return self.out(self.t.gettext("No transactions in the last 12 months."))
+        n = len(page.items)
+        header = (
+            self.t.gettext("More transactions:")
+            if cursor
+            else self.t.ngettext("Your latest {n} transaction:", "Your latest {n} transactions:", n).format(
+                n=n
+            )
+        )
+        text = "\n".join([header, *(self.tx_line(tx) for tx in page.items)])
+        if page.next_cursor is None:
+            return self.out(text)
+        more = Button(label=self.t.gettext("More ▸"), payload="/history more")
+        return Outcome(
+            replies=(Reply(text=text, buttons=(more,)),), session=Session(history_cursor=page.next_cursor)
+        )
+
+    async def transactions_since(
+        self, binding: Binding, start: datetime, end: datetime
+    ) -> list[TransactionView]:
+        items: list[TransactionView] = []
+        cursor = None
+        for _ in range(_MAX_PAGES):
+            page = await self.conv.insurance.transactions(
+                binding.platform, binding.member_id, start=start, end=end, cursor=cursor, limit=100
+            )
+            items += page.items
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        return items
+
+    def period_label(self, period: Period, first: date) -> str:
+        t = self.t
+        month = first.strftime("%Y-%m")
+        return {
+            Period.THIS_MONTH: t.gettext("this month ({month})").format(month=month),
+            Period.LAST_MONTH: t.gettext("last month ({month})").format(month=month),
+            Period.THIS_YEAR: t.gettext("this year ({year})").format(year=first.year),
+            Period.LAST_YEAR: t.gettext("last year ({year})").format(year=first.year),
+        }[period]
+
+    async def spending(self, period: Period, fund: Fund) -> Outcome:
+        binding = self.profile.binding
+        if binding is None:
+            return self.not_bound()
+        start, end, first = period_bounds(period, self.now, self.cfg.timezone)
+        try:
+            items = await self.transactions_since(binding, start, end)
+        except InsuranceProblem as problem:
+            return self.out(self.account_problem(problem))
+        t, sums, when = self.t, totals(items), self.period_label(period, first)
+        if sums.count == 0:
+            return self.out(t.gettext("No medical spending {period}.").format(period=when))
+        if fund is Fund.POOLED:
+            head = t.gettext("{period}: the pooled fund paid {amount} for you.").format(
+                period=when, amount=self.money(sums.pooled)
+            )
+        elif fund is Fund.PERSONAL:
+            head = t.gettext("{period}: you paid {amount} from your personal account.").format(
+                period=when, amount=self.money(sums.personal)
+            )
+        else:
+            head = t.gettext(
+                "{period}: you spent {total}, {personal} from your personal account and {pooled} from the pooled fund."
+            ).format(
+                period=when,
+                total=self.money(sums.total),
+                personal=self.money(sums.personal),
+                pooled=self.money(sums.pooled),
+            )
+        split = " · ".join(
+            f"{self.category(c)} {self.money(sums.by_category[c])}"
+            for c in SPENDING_CATEGORIES
+            if c in sums.by_category
+        )
+        count = t.ngettext("{n} payment", "{n} payments", sums.count).format(n=sums.count)
+        return self.out(f"{head[:1].upper()}{head[1:]}\n{split} ({count})")
+
+    async def cmd_chart(self, _arg: str = "") -> Outcome:
+        binding = self.profile.binding
+        if binding is None:
+            return self.not_bound()
+        charts = self.conv.charts
+        if charts is None:
+            return self.out(self.t.gettext("Charts are not available here."))
+        tz = self.cfg.timezone
+        today = self.now.astimezone(tz).date()
+        months = tuple(month_start(today, back) for back in range(11, -1, -1))
+        try:
+            view, fresh = await self.current_balance(binding)
+            items = await self.transactions_since(binding, at_midnight(months[0], tz), self.now)
+        except InsuranceProblem as problem:
+            return self.out(self.account_problem(problem))
+        # Without a CJK font the picture is labelled in English rather than with empty boxes.
+        t = self.t if charts.can_draw_chinese() else self.conv.catalogs.get("en")
+        per_month = monthly_spending(items, months, tz)
+        balance = (
+            ()
+            if view.personal_account is None
+            else balance_series(view.personal_account, items, months[0], today, tz)
+        )
+        data = ChartData(
+            title=t.gettext("Medical insurance, {start} to {end}").format(
+                start=months[0].strftime("%Y-%m"), end=today.strftime("%Y-%m")
+            ),
+            balance_label=t.gettext("Personal account balance (¥)"),
+            spending_label=t.gettext("Spending per month (¥)"),
+            balance=balance,
+            months=months,
+            spending=tuple((self.category(c, t), tuple(v)) for c, v in per_month.items()),
+        )
+        png = await charts.render(data)
+        caption = self.t.gettext(
+            "Your personal account and spending over the last 12 months, as of {as_of}."
+        ).format(as_of=self.stamp(view.as_of))
+        image = Attachment(filename=f"yibao-chart-{today:%Y%m%d}.png", content=png)
+        return Outcome(
+            replies=(Reply(text=caption, attachment=image),), session=Session(), cache_balance=fresh
+        )
 
     def balance_texts(self, view: BalanceView) -> tuple[str, ...]:
         t = self.t

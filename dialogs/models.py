@@ -43,9 +43,18 @@ class Button(_Frozen):
     """Text the platform feeds back as an ``Inbound`` when the button is pressed."""
 
 
+class Attachment(_Frozen):
+    """A file sent with a reply (a chart): Telegram sends a photo, the console saves a file."""
+
+    filename: str
+    content: bytes
+    media_type: str = "image/png"
+
+
 class Reply(_Frozen):
     text: str
     buttons: tuple[Button, ...] = ()
+    attachment: Attachment | None = None
     sensitive_input: bool = False
     """The message this replies to held personal data (an ID number, an SMS code); platforms that
     can delete the user's message should do so."""
@@ -55,6 +64,7 @@ class State(StrEnum):
     IDLE = "idle"
     BIND_NAME = "bind_name"
     BIND_ID = "bind_id"
+    BIND_PLATFORM = "bind_platform"
     BIND_CODE = "bind_code"
     ALERT_AMOUNT = "alert_amount"
     UNBIND_CONFIRM = "unbind_confirm"
@@ -76,6 +86,8 @@ class Session(_Frozen):
 
     state: State = State.IDLE
     pending: PendingBind | None = None
+    history_cursor: str | None = None
+    """Where ``/history more`` goes on from."""
 
 
 class Binding(_Frozen):
@@ -96,11 +108,30 @@ class Profile(_Frozen):
     lang: str | None = None
 
 
+class BalanceView(_Frozen):
+    personal_account: Decimal | None
+    """None: the member has no personal account (most residents' insurance)."""
+    pooled_used: Decimal
+    pooled_remaining: Decimal
+    pooled_year: int
+    as_of: datetime
+    stale: bool = False
+    """The platform says its data is still syncing: these are the last known figures."""
+
+
+class CachedBalance(_Frozen):
+    """A balance fetched moments ago, so a repeated ``/balance`` does not ask the platform again."""
+
+    view: BalanceView
+    fetched_at: datetime
+
+
 class UserState(_Frozen):
     """Everything one update needs, loaded in one round trip."""
 
     session: Session = Session()
     profile: Profile = Profile()
+    balance: CachedBalance | None = None
 
 
 class Outcome(_Frozen):
@@ -116,4 +147,6 @@ class Outcome(_Frozen):
     set_threshold: Decimal | None = None
     clear_threshold: bool = False
     set_lang: str | None = None
+    cache_balance: CachedBalance | None = None
+    """Keep this balance for the configured cache time (a new binding drops any cached one)."""
     erase: bool = False

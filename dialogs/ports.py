@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Protocol
 
 from pydantic import SecretStr
 
-from dialogs.models import MemberId, Outcome, PlatformName, Reply, UserKey, UserState
+from dialogs.models import BalanceView, MemberId, Outcome, PlatformName, Reply, UserKey, UserState
 
 # --- insurance ---------------------------------------------------------------------------------
 
@@ -31,15 +31,35 @@ class MemberMatch:
 
 
 @dataclass(frozen=True, slots=True)
-class BalanceView:
-    personal_account: Decimal | None
-    """None: the member has no personal account (most residents' insurance)."""
-    pooled_used: Decimal
-    pooled_remaining: Decimal
-    pooled_year: int
-    as_of: datetime
-    stale: bool = False
-    """The platform says its data is still syncing: these are the last known figures."""
+class PlatformInfo:
+    """An insurance platform a user can bind on."""
+
+    name: PlatformName
+    label: str
+    regions: tuple[str, ...] = ()
+    """Leading digits of the area codes (行政区划代码) it serves: "11" (Beijing), "3101", "440305"."""
+
+    def serves(self, id_number: str) -> int:
+        """How specifically this platform serves the ID number's region (0: not at all)."""
+        return max((len(r) for r in self.regions if id_number.startswith(r)), default=0)
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionView:
+    at: datetime
+    place: str
+    category: str
+    """``pharmacy``, ``outpatient``, ``inpatient`` or ``credit``."""
+    personal: Decimal
+    """Paid from (negative) or credited to (positive) the personal account."""
+    pooled: Decimal
+    """Paid by the pooled fund (zero or negative)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionsPage:
+    items: tuple[TransactionView, ...]
+    next_cursor: str | None = None
 
 
 class ProblemCode(StrEnum):
@@ -64,12 +84,50 @@ class InsuranceProblem(Exception):
 
 
 class InsurancePort(Protocol):
-    async def find_member(self, name: str, id_number: str) -> MemberMatch:
-        """Raises ``InsuranceProblem``."""
+    """Every configured insurance platform. Calls raise ``InsuranceProblem``."""
+
+    def platforms(self) -> tuple[PlatformInfo, ...]: ...
+
+    async def find_member(self, platform: PlatformName, name: str, id_number: str) -> MemberMatch: ...
+
+    async def balance(self, platform: PlatformName, member_id: MemberId) -> BalanceView: ...
+
+    async def transactions(
+        self,
+        platform: PlatformName,
+        member_id: MemberId,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 20,
+    ) -> TransactionsPage:
+        """Newest first."""
         ...
 
-    async def balance(self, platform: PlatformName, member_id: MemberId) -> BalanceView:
-        """Raises ``InsuranceProblem``."""
+
+@dataclass(frozen=True, slots=True)
+class ChartData:
+    """What ``/chart`` draws, with every label already in the user's language."""
+
+    title: str
+    balance_label: str
+    spending_label: str
+    balance: tuple[tuple[date, Decimal], ...]
+    """The personal-account balance at the end of each day that changed it, oldest first."""
+    months: tuple[date, ...]
+    """The first day of each month shown, oldest first (12 of them)."""
+    spending: tuple[tuple[str, tuple[Decimal, ...]], ...]
+    """Per category label, the amount spent (a positive number) in each month of ``months``."""
+
+
+class ChartPort(Protocol):
+    def can_draw_chinese(self) -> bool:
+        """False when no CJK font is available: labels should then be English."""
+        ...
+
+    async def render(self, data: ChartData) -> bytes:
+        """A PNG image."""
         ...
 
 

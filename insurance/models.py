@@ -96,6 +96,8 @@ class ErrorCode(StrEnum):
     UNAUTHORIZED = "unauthorized"
     UNAVAILABLE = "unavailable"
     """Not a platform answer: the platform could not be reached or answered nonsense."""
+    INVALID_REQUEST = "invalid_request"
+    """The platform did not understand the request (a bad body, parameter, path or method)."""
 
 
 class InsuranceError(Exception):

@@ -3,15 +3,19 @@
 Interactive (a terminal on both ends): a prompt, replies as they come, unprompted messages (SMS in
 the demo, alerts later) printed above the prompt as they arrive. Scripted (stdin is not a terminal):
 one message per input line, the replies printed after it and then one empty line (empty lines
-inside a reply are left out), so another program can tell where the answer to each line ends. Buttons are listed with numbers; typing the number presses the button.
+inside a reply are left out), so another program can tell where the answer to each line ends. Buttons are listed with numbers; typing the
+number presses the button. A reply's file (a chart) is saved in ``files_dir`` and its path printed. Buttons are listed with numbers; typing the number presses the button.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import TextIO
 
 from dialogs.models import Button, Inbound, Reply, UserKey
@@ -32,8 +36,10 @@ class ConsoleAdapter:
         stdin: TextIO | None = None,
         stdout: TextIO | None = None,
         interactive: bool | None = None,
+        files_dir: Path | None = None,
     ) -> None:
         self.user = UserKey(f"{self.platform}:{user_id}")
+        self.files_dir = files_dir or Path(".")
         self.locale = locale
         self.stdin = stdin or sys.stdin
         self.stdout = stdout or sys.stdout
@@ -57,12 +63,24 @@ class ConsoleAdapter:
                 self._write("Yibao › " + "\n        ".join(lines) + "\n")
             else:
                 self._write("".join(line + "\n" for line in reply.text.splitlines() if line.strip()))
+            if reply.attachment is not None:
+                path = self._save(reply.attachment.filename, reply.attachment.content)
+                self._write(("        " if self.interactive else "") + f"🖼 {path}\n")
             if reply.buttons:
                 self._buttons = reply.buttons
                 choices = "   ".join(f"[{i}] {b.label}" for i, b in enumerate(reply.buttons, 1))
                 self._write(("        " if self.interactive else "") + choices + "\n")
         if not self.interactive:
             self._write("\n")
+
+    def _save(self, filename: str, content: bytes) -> Path:
+        """Write a reply's file (0600: a chart shows someone's money) and return where it went."""
+        self.files_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = (self.files_dir / re.sub(r"[^A-Za-z0-9._-]", "_", filename)).resolve()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+        return path
 
     def _unprompted(self, text: str) -> None:
         if self.interactive and self._waiting_for_input:

@@ -78,7 +78,7 @@ def test_defaults_without_file_or_environment() -> None:
     assert settings.otp.max_attempts == 5
     assert settings.otp.code_ttl_seconds == 300
     assert settings.sms.gateway == "console"
-    assert settings.insurance.kind == "sandbox"
+    assert [(p.name, p.kind) for p in settings.insurance.platforms] == [("sandbox", "sandbox")]
     assert settings.alerts.max_threshold == Decimal("50000")
     assert settings.logging.level == "INFO"
     assert settings.console.user == "local"

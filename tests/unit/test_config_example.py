@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import typing
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,12 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def sections_of_the_file() -> dict[str, str]:
-    """Each ``[section]``'s text, comments included."""
-    parts = re.split(r"^\[([a-z_]+)\]\s*$", EXAMPLE.read_text(encoding="utf-8"), flags=re.M)
-    return dict(zip(parts[1::2], parts[2::2], strict=True))
+    """Each ``[section]``'s and the first ``[[section.list]]``'s text, comments included."""
+    parts = re.split(r"^\[\[?([a-z_.]+)\]\]?\s*$", EXAMPLE.read_text(encoding="utf-8"), flags=re.M)
+    tables: dict[str, str] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        tables.setdefault(name, body)
+    return tables
 
 
 def section_models() -> dict[str, type[BaseModel]]:
@@ -38,6 +42,24 @@ def section_models() -> dict[str, type[BaseModel]]:
     return models
 
 
+def documented_keys() -> list[tuple[str, str, object]]:
+    """(table, key, default) for every key: a list of tables (``insurance.platforms``) is documented
+    by its first table, whose defaults are those of the default list's first entry."""
+    defaults = Settings()
+    out: list[tuple[str, str, object]] = []
+    for section, model in section_models().items():
+        for key, field in model.model_fields.items():
+            value = getattr(getattr(defaults, section), key)
+            args = typing.get_args(field.annotation)
+            inner = typing.get_args(args[0]) if args else ()
+            item = (inner or args or (None,))[0]
+            if isinstance(value, list) and isinstance(item, type) and issubclass(item, BaseModel):
+                out += [(f"{section}.{key}", k, getattr(value[0], k)) for k in item.model_fields]
+            else:
+                out.append((section, key, value))
+    return out
+
+
 def test_loads_to_exactly_the_defaults() -> None:
     settings, path = load_settings(EXAMPLE)
     assert path == EXAMPLE
@@ -46,18 +68,17 @@ def test_loads_to_exactly_the_defaults() -> None:
 
 
 def test_sections_are_those_of_the_settings() -> None:
-    assert list(sections_of_the_file()) == list(Settings.model_fields)
+    assert [t for t in sections_of_the_file() if "." not in t] == list(Settings.model_fields)
     assert set(tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))) == set(Settings.model_fields)
 
 
 def test_every_key_is_in_the_file() -> None:
-    sections = sections_of_the_file()
-    missing = []
-    for section, model in section_models().items():
-        body = sections.get(section, "")
-        for key in model.model_fields:
-            if not re.search(rf"^(?:# )?{key} = ", body, flags=re.M):
-                missing.append(f"{section}.{key}")
+    tables = sections_of_the_file()
+    missing = [
+        f"{table}.{key}"
+        for table, key, _ in documented_keys()
+        if not re.search(rf"^(?:# )?{key} = ", tables.get(table, ""), flags=re.M)
+    ]
     assert missing == []
 
 
@@ -74,29 +95,29 @@ def test_every_key_has_a_comment_above_it() -> None:
 def test_keys_set_in_the_file_are_the_ones_with_a_default() -> None:
     """Keys whose default is unset are shown commented out; all others are set to their default."""
     loaded = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
-    defaults = Settings()
-    for section, model in section_models().items():
-        for key in model.model_fields:
-            default = getattr(getattr(defaults, section), key)
-            assert (key in loaded[section]) == (default is not None), f"{section}.{key}"
+    for table, key, default in documented_keys():
+        node = loaded
+        for part in table.split("."):
+            node = node[part][0] if isinstance(node[part], list) else node[part]
+        assert (key in node) == (default is not None), f"{table}.{key}"
 
 
 def test_every_default_is_named_in_its_comment() -> None:
-    text = EXAMPLE.read_text(encoding="utf-8")
-    defaults = Settings()
-    for section, model in section_models().items():
-        for key in model.model_fields:
-            default = getattr(getattr(defaults, section), key)
-            block = re.search(
-                rf"((?:^# .*\n)+)^(?:# )?{key} = ", text.split(f"[{section}]\n", 1)[1], flags=re.M
-            )
-            assert block is not None, f"{section}.{key}"
-            comment = block.group(1)
-            assert "Default:" in comment, f"{section}.{key}"
-            if default is None:
-                assert "Default: unset" in comment, f"{section}.{key}"
-            else:
-                assert str(default) in comment.split("Default:", 1)[1], f"{section}.{key}"
+    tables = sections_of_the_file()
+    for table, key, default in documented_keys():
+        block = re.search(rf"((?:^# .*\n)+)^(?:# )?{key} = ", tables[table], flags=re.M)
+        assert block is not None, f"{table}.{key}"
+        comment = block.group(1)
+        if table == "insurance.platforms" and key == "name":
+            assert "Required" in comment
+            continue
+        assert "Default:" in comment, f"{table}.{key}"
+        if default is None:
+            assert "Default: unset" in comment, f"{table}.{key}"
+        elif default == []:
+            assert "Default: []" in comment, f"{table}.{key}"
+        else:
+            assert str(default) in comment.split("Default:", 1)[1], f"{table}.{key}"
 
 
 def test_no_real_looking_secret() -> None:
