@@ -31,19 +31,25 @@ def _parser() -> argparse.ArgumentParser:
         prog="yibao", description="Yibao: your medical-insurance (医保) balance in a chat."
     )
     p.add_argument("--version", action="version", version=f"yibao {_version()}")
-    p.add_argument(
-        "--config", metavar="PATH", help="config file (default: $YIBAO_CONFIG, else ./config.toml if present)"
-    )
+    config_help = "config file (default: $YIBAO_CONFIG, else ./config.toml if present)"
+    p.add_argument("--config", metavar="PATH", help=config_help)
+    # ... and after the command too (`yibao chat --config x.toml`), without overriding one given before.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help=config_help)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     chat = sub.add_parser(
-        "chat", help="chat with Yibao in this terminal (embedded Redis and sandbox by default)"
+        "chat",
+        parents=[common],
+        help="chat with Yibao in this terminal (embedded Redis and sandbox by default)",
     )
     chat.add_argument("--lang", choices=("zh", "en"), help="your language (default: from $LANG, else zh)")
 
     config = sub.add_parser("config", help="work with the config file")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
-    check = config_sub.add_parser("check", help="validate a config file; exit 2 naming each bad key")
+    check = config_sub.add_parser(
+        "check", parents=[common], help="validate a config file; exit 2 naming each bad key"
+    )
     check.add_argument("path", nargs="?", help="the file (default: as --config)")
 
     sandbox_cli.add_parser(sub)

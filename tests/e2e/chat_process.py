@@ -1,0 +1,88 @@
+"""Drives a real ``yibao chat`` process over its stdin and stdout, as a script would."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from insurance.sandbox import DemoPerson, SandboxPlatform
+
+SMS = re.compile(r"📱 SMS → (?P<to>\S+): .*?(?P<code>\b\d{6}\b)")
+
+
+def demo(scenario: str) -> DemoPerson:
+    return next(p for p in SandboxPlatform.from_file().people() if p.scenario.value == scenario)
+
+
+def yibao_command() -> list[str]:
+    script = Path(sys.executable).with_name("yibao")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "bot"]
+
+
+class Chat:
+    """A running ``yibao chat``: ``say`` sends one line and returns the answer block it printed."""
+
+    def __init__(self, env: dict[str, str], cwd: Path, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [*yibao_command(), "chat", *args],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            bufsize=1,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+        self.transcript: list[str] = []
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def say(self, text: str, timeout: float = 15.0) -> str:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+        block: list[str] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            if line is None:
+                raise AssertionError(f"chat ended after {text!r}: {self.stderr()}")
+            if line == "\n":
+                break
+            block.append(line)
+        answer = "".join(block)
+        self.transcript += [f"> {text}", answer]
+        return answer
+
+    def code(self, answer: str) -> str:
+        m = SMS.search(answer)
+        assert m, answer
+        return m["code"]
+
+    def close(self) -> int:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        return self.proc.wait(timeout=20)
+
+    def stderr(self) -> str:
+        assert self.proc.stderr is not None
+        return self.proc.stderr.read() if self.proc.poll() is not None else ""
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YIBAO_")}
+    env.update(extra)
+    return env

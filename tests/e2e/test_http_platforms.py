@@ -1,0 +1,196 @@
+"""The insurance issue's acceptance check, with real processes: ``yibao sandbox serve`` on loopback,
+``yibao chat`` configured with two ``http`` platforms, and the admin commands changing the platform
+under the chat's feet."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from chat_process import Chat, clean_env, demo, yibao_command
+
+from bot.pii import new_key_text
+from insurance import wire
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Served:
+    url: str
+    secret_file: Path
+    process: subprocess.Popen[str]
+
+    def admin(self, *args: str) -> str:
+        done = subprocess.run(
+            [*yibao_command(), "sandbox", *args, "--url", self.url, "--secret-file", str(self.secret_file)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            env=clean_env(),
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    secret_file = tmp_path / "platform-secret"
+    secret_file.write_text("a shared secret for this test run\n")
+    port = free_port()
+    process = subprocess.Popen(
+        [*yibao_command(), "sandbox", "serve", "--port", str(port), "--secret-file", str(secret_file)],
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        assert process.poll() is None, process.communicate()
+        try:
+            if httpx.get(url + wire.PATH_HEALTH, timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "yibao sandbox serve did not come up"
+        time.sleep(0.05)
+    yield Served(url, secret_file, process)
+    process.terminate()
+    process.communicate(timeout=10)
+
+
+def test_two_http_platforms_bind_on_the_second_then_the_platform_changes(
+    tmp_path: Path, redis_url: str, served: Served
+) -> None:
+    config = tmp_path / "yibao.toml"
+    config.write_text(
+        f"""
+[general]
+data_dir = "{tmp_path / "data"}"
+
+[redis]
+url = "{redis_url}"
+prefix = "e2ehttp"
+
+[insurance]
+balance_cache_seconds = 0
+
+[[insurance.platforms]]
+name = "shanghai"
+label = "上海医保"
+kind = "http"
+regions = ["31"]
+base_url = "{served.url}"
+secret_file = "{served.secret_file}"
+
+[[insurance.platforms]]
+name = "national"
+label = "国家医保服务平台"
+kind = "http"
+base_url = "{served.url}"
+secret_file = "{served.secret_file}"
+deadline_seconds = 3
+""",
+        encoding="utf-8",
+    )
+    who = demo("low_balance")  # 王芳, a Shanghai ID number
+    chat = Chat(
+        clean_env(YIBAO_SECURITY__PII_KEY=new_key_text()), tmp_path, "--config", str(config), "--lang", "en"
+    )
+    try:
+        chat.say("/bind")
+        chat.say(who.name)
+        asked = chat.say(who.id_number)
+        assert "[1] 上海医保 (matches your ID number)   [2] 国家医保服务平台" in asked
+        sent = chat.say("2")  # the second platform
+        assert "Step 3 of 3" in sent
+        assert "Your account is bound" in chat.say(chat.code(sent))
+
+        balance = chat.say("/balance")
+        assert "Personal account (个人账户): ¥32.63" in balance
+        history = chat.say("/history")
+        assert history.startswith("Your latest 10 transactions:")
+        chart = chat.say("/chart")
+        picture = Path(re.search(r"🖼 (\S+\.png)", chart)[1])  # type: ignore[index]
+        assert picture.read_bytes().startswith(b"\x89PNG")
+
+        served.admin("lock", who.id_number, "--minutes", "30")
+        locked = chat.say("/balance")
+        assert "locked after too many wrong password attempts" in locked
+        assert "¥" not in locked
+        served.admin("unlock", who.id_number)
+
+        served.admin("sync-delay", who.id_number, "7200")
+        lagging = chat.say("/balance")
+        assert lagging.startswith("⚠️ The insurance platform is still syncing")
+        assert "¥32.63" in lagging  # the last known figure, labelled with its time
+        served.admin("sync-delay", who.id_number, "off")
+
+        served.admin("maintenance", who.region, "on", "--retry-after", "600")
+        down = chat.say("/balance")
+        assert "under maintenance" in down
+        assert "¥" not in down
+        served.admin("maintenance", who.region, "off")
+
+        served.admin("spend", who.id_number, "12.63")
+        assert "Personal account (个人账户): ¥20.00" in chat.say("/balance")
+        assert chat.close() == 0
+    finally:
+        if chat.proc.poll() is None:
+            chat.proc.kill()
+
+
+def test_a_platform_that_does_not_answer_gets_an_answer_in_time(tmp_path: Path, redis_url: str) -> None:
+    """An upstream that accepts connections and never answers: the user hears so within the deadline."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    port = silent.getsockname()[1]
+    config = tmp_path / "yibao.toml"
+    config.write_text(
+        f"""
+[general]
+data_dir = "{tmp_path / "data"}"
+[redis]
+url = "{redis_url}"
+prefix = "e2esilent"
+[[insurance.platforms]]
+name = "silent"
+kind = "http"
+base_url = "http://127.0.0.1:{port}"
+secret = "whatever"
+timeout_seconds = 0.5
+deadline_seconds = 1.5
+""",
+        encoding="utf-8",
+    )
+    chat = Chat(
+        clean_env(YIBAO_SECURITY__PII_KEY=new_key_text()), tmp_path, "--config", str(config), "--lang", "en"
+    )
+    try:
+        chat.say("/bind")
+        chat.say("王芳")
+        started = time.monotonic()
+        answer = chat.say(demo("low_balance").id_number)
+        took = time.monotonic() - started
+        assert "can't reach the insurance platform" in answer
+        assert took < 1.5 + 1.0, took
+        assert chat.close() == 0
+    finally:
+        silent.close()
+        if chat.proc.poll() is None:
+            chat.proc.kill()
