@@ -12,12 +12,10 @@ import argparse
 import json
 import os
 import re
-import secrets
 import sys
-import time
 import unicodedata
 from collections.abc import Generator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -210,17 +208,9 @@ class _Signer(httpx.Auth):
         self.secret = secret
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        from insurance import wire
+        from insurance.client import sign_request
 
-        path, _, query = request.url.raw_path.decode("ascii").partition("?")
-        timestamp = str(int(time.time()))
-        nonce = secrets.token_urlsafe(24)
-        request.headers[wire.HEADER_KEY_ID] = self.key_id
-        request.headers[wire.HEADER_TIMESTAMP] = timestamp
-        request.headers[wire.HEADER_NONCE] = nonce
-        request.headers[wire.HEADER_SIGNATURE] = wire.sign(
-            self.secret, request.method, path, query, timestamp, nonce, request.content
-        )
+        sign_request(request, key_id=self.key_id, secret=self.secret, now=datetime.now(UTC))
         yield request
 
 

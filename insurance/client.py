@@ -72,6 +72,20 @@ _PLATFORMS_WORD = frozenset(
 _COME_BACK = frozenset({ErrorCode.MAINTENANCE, ErrorCode.SYNC_DELAYED})
 
 
+def sign_request(request: httpx.Request, *, key_id: str, secret: bytes, now: datetime) -> None:
+    """Add ``insurance.wire``'s signature headers to a built request: the path and query exactly as
+    they will be sent, a fresh nonce, and the body's bytes."""
+    path, _, query = request.url.raw_path.decode("ascii").partition("?")
+    timestamp = str(int(now.timestamp()))
+    nonce = secrets.token_urlsafe(18)
+    request.headers[wire.HEADER_KEY_ID] = key_id
+    request.headers[wire.HEADER_TIMESTAMP] = timestamp
+    request.headers[wire.HEADER_NONCE] = nonce
+    request.headers[wire.HEADER_SIGNATURE] = wire.sign(
+        secret, request.method, path, query, timestamp, nonce, request.content
+    )
+
+
 @dataclass(frozen=True)
 class ClientPolicy:
     """How patient a client is with one platform. The defaults suit a person waiting in a chat."""
@@ -424,15 +438,7 @@ class HttpPlatformClient:
             call.method, call.path, params=call.params, content=call.body, headers=headers, timeout=timeout
         )
         if call.signed:
-            path, _, query = request.url.raw_path.decode("ascii").partition("?")
-            timestamp = str(int(self._wall_clock().timestamp()))
-            nonce = secrets.token_urlsafe(18)
-            request.headers[wire.HEADER_KEY_ID] = self._key_id
-            request.headers[wire.HEADER_TIMESTAMP] = timestamp
-            request.headers[wire.HEADER_NONCE] = nonce
-            request.headers[wire.HEADER_SIGNATURE] = wire.sign(
-                self._secret, call.method, path, query, timestamp, nonce, request.content
-            )
+            sign_request(request, key_id=self._key_id, secret=self._secret, now=self._wall_clock())
         return request
 
     def _read(self, call: _Call[T], response: httpx.Response) -> _Outcome[T]:

@@ -1,0 +1,265 @@
+"""What the account holds: /balance (with its short cache), /history, spending questions, /chart."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from dialogs.i18n import Translator
+from dialogs.intents import Fund, Period
+from dialogs.models import (
+    Attachment,
+    BalanceView,
+    Binding,
+    Button,
+    CachedBalance,
+    Outcome,
+    Reply,
+    Session,
+)
+from dialogs.ports import (
+    ChartData,
+    InsuranceProblem,
+    TransactionView,
+)
+from dialogs.spending import (
+    SPENDING_CATEGORIES,
+    at_midnight,
+    balance_series,
+    month_start,
+    monthly_spending,
+    period_bounds,
+    totals,
+)
+from dialogs.turn import Turn
+
+_MORE = frozenset({"more", "next", "更多", "下一页"})
+_MAX_PAGES = 20
+"""Pages of transactions read for one answer (at 100 a page, more than a year of them)."""
+
+
+class AccountFlow(Turn):
+    async def cmd_balance(self, _arg: str = "") -> Outcome:
+        binding = self.profile.binding
+        if binding is None:
+            return self.not_bound()
+        try:
+            view, fresh = await self.current_balance(binding)
+        except InsuranceProblem as problem:
+            return self.out(self.account_problem(problem))
+        return self.out(*self.balance_texts(view), cache_balance=fresh)
+
+    async def current_balance(self, binding: Binding) -> tuple[BalanceView, CachedBalance | None]:
+        """The balance, from the cache while it is young; else from the platform, with what to cache."""
+        cached, ttl = self.cached, self.cfg.balance_cache_seconds
+        if cached is not None and (self.now - cached.fetched_at).total_seconds() < ttl:
+            return cached.view, None
+        view = await self.conv.insurance.balance(binding.platform, binding.member_id)
+        return view, (CachedBalance(view=view, fetched_at=self.now) if ttl > 0 else None)
+
+    def balance_texts(self, view: BalanceView) -> tuple[str, ...]:
+        t = self.t
+        if view.personal_account is None:
+            personal = t.gettext(
+                "Personal account (个人账户): none — residents' insurance usually has no personal account"
+            )
+        else:
+            personal = t.gettext("Personal account (个人账户): {amount}").format(
+                amount=self.money(view.personal_account)
+            )
+        body = "\n".join(
+            (
+                t.gettext("Your medical-insurance account, as of {as_of}:").format(
+                    as_of=self.stamp(view.as_of)
+                ),
+                personal,
+                t.gettext("Pooled fund (统筹基金) {year}: used {used}, remaining {remaining}").format(
+                    year=view.pooled_year,
+                    used=self.money(view.pooled_used),
+                    remaining=self.money(view.pooled_remaining),
+                ),
+            )
+        )
+        if not view.stale:
+            return (body,)
+        warning = t.gettext(
+            "⚠️ The insurance platform is still syncing. These are the last known figures, from {as_of}, "
+            "and may not include recent spending. Check again later, or call {hotline} to confirm."
+        ).format(as_of=self.stamp(view.as_of), hotline=self.cfg.hotline)
+        return (warning + "\n\n" + body,)
+
+    def category(self, name: str, t: Translator | None = None) -> str:
+        t = t or self.t
+        return {
+            "pharmacy": t.gettext("pharmacy"),
+            "outpatient": t.gettext("outpatient"),
+            "inpatient": t.gettext("inpatient"),
+            "credit": t.gettext("credit"),
+        }.get(name, name)
+
+    def tx_line(self, tx: TransactionView) -> str:
+        t = self.t
+        day = tx.at.astimezone(self.cfg.timezone).strftime("%Y-%m-%d")
+        if tx.category == "credit":
+            return t.gettext("{date} {place}: +{amount} to the personal account").format(
+                date=day, place=tx.place, amount=self.money(tx.personal)
+            )
+        parts = []
+        if tx.personal:
+            parts.append(t.gettext("personal account {amount}").format(amount=self.money(-tx.personal)))
+        if tx.pooled:
+            parts.append(t.gettext("pooled fund {amount}").format(amount=self.money(-tx.pooled)))
+        return t.gettext("{date} {place} ({category}): {total}, paid by {parts}").format(
+            date=day,
+            place=tx.place,
+            category=self.category(tx.category),
+            total=self.money(-(tx.personal + tx.pooled)),
+            parts=" + ".join(parts),
+        )
+
+    async def cmd_history(self, arg: str = "") -> Outcome:
+        binding = self.profile.binding
+        if binding is None:
+            return self.not_bound()
+        cursor = None
+        limit = self.cfg.history_page
+        if arg.lower() in _MORE:
+            cursor = self.session.history_cursor
+            if cursor is None:
+                return self.out(
+                    self.t.gettext("There are no more transactions to show. /history starts again.")
+                )
+        elif arg:
+            if not arg.isdigit() or not 1 <= int(arg) <= self.cfg.history_max:
+                return self.out(
+                    self.t.gettext("Give a number of transactions from 1 to {max}, e.g. /history 30.").format(
+                        max=self.cfg.history_max
+                    )
+                )
+            limit = int(arg)
+        try:
+            page = await self.conv.insurance.transactions(
+                binding.platform, binding.member_id, cursor=cursor, limit=limit
+            )
+        except InsuranceProblem as problem:
+            return self.out(self.account_problem(problem))
+        if not page.items:
+            return self.out(self.t.gettext("No transactions in the last 12 months."))
+        n = len(page.items)
+        header = (
+            self.t.gettext("More transactions:")
+            if cursor
+            else self.t.ngettext("Your latest {n} transaction:", "Your latest {n} transactions:", n).format(
+                n=n
+            )
+        )
+        text = "\n".join([header, *(self.tx_line(tx) for tx in page.items)])
+        if page.next_cursor is None:
+            return self.out(text)
+        more = Button(label=self.t.gettext("More ▸"), payload="/history more")
+        return Outcome(
+            replies=(Reply(text=text, buttons=(more,)),), session=Session(history_cursor=page.next_cursor)
+        )
+
+    async def transactions_since(
+        self, binding: Binding, start: datetime, end: datetime
+    ) -> list[TransactionView]:
+        items: list[TransactionView] = []
+        cursor = None
+        for _ in range(_MAX_PAGES):
+            page = await self.conv.insurance.transactions(
+                binding.platform, binding.member_id, start=start, end=end, cursor=cursor, limit=100
+            )
+            items += page.items
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        return items
+
+    def period_label(self, period: Period, first: date) -> str:
+        t = self.t
+        month = first.strftime("%Y-%m")
+        return {
+            Period.THIS_MONTH: t.gettext("this month ({month})").format(month=month),
+            Period.LAST_MONTH: t.gettext("last month ({month})").format(month=month),
+            Period.THIS_YEAR: t.gettext("this year ({year})").format(year=first.year),
+            Period.LAST_YEAR: t.gettext("last year ({year})").format(year=first.year),
+        }[period]
+
+    async def spending(self, period: Period, fund: Fund) -> Outcome:
+        binding = self.profile.binding
+        if binding is None:
+            return self.not_bound()
+        start, end, first = period_bounds(period, self.now, self.cfg.timezone)
+        try:
+            items = await self.transactions_since(binding, start, end)
+        except InsuranceProblem as problem:
+            return self.out(self.account_problem(problem))
+        t, sums, when = self.t, totals(items), self.period_label(period, first)
+        if sums.count == 0:
+            return self.out(t.gettext("No medical spending {period}.").format(period=when))
+        if fund is Fund.POOLED:
+            head = t.gettext("{period}: the pooled fund paid {amount} for you.").format(
+                period=when, amount=self.money(sums.pooled)
+            )
+        elif fund is Fund.PERSONAL:
+            head = t.gettext("{period}: you paid {amount} from your personal account.").format(
+                period=when, amount=self.money(sums.personal)
+            )
+        else:
+            head = t.gettext(
+                "{period}: you spent {total}, {personal} from your personal account and {pooled} from the pooled fund."
+            ).format(
+                period=when,
+                total=self.money(sums.total),
+                personal=self.money(sums.personal),
+                pooled=self.money(sums.pooled),
+            )
+        split = " · ".join(
+            f"{self.category(c)} {self.money(sums.by_category[c])}"
+            for c in SPENDING_CATEGORIES
+            if c in sums.by_category
+        )
+        count = t.ngettext("{n} payment", "{n} payments", sums.count).format(n=sums.count)
+        return self.out(f"{head[:1].upper()}{head[1:]}\n{split} ({count})")
+
+    async def cmd_chart(self, _arg: str = "") -> Outcome:
+        binding = self.profile.binding
+        if binding is None:
+            return self.not_bound()
+        charts = self.conv.charts
+        if charts is None:
+            return self.out(self.t.gettext("Charts are not available here."))
+        tz = self.cfg.timezone
+        today = self.now.astimezone(tz).date()
+        months = tuple(month_start(today, back) for back in range(11, -1, -1))
+        try:
+            view, fresh = await self.current_balance(binding)
+            items = await self.transactions_since(binding, at_midnight(months[0], tz), self.now)
+        except InsuranceProblem as problem:
+            return self.out(self.account_problem(problem))
+        # Without a CJK font the picture is labelled in English rather than with empty boxes.
+        t = self.t if charts.can_draw_chinese() else self.conv.catalogs.get("en")
+        per_month = monthly_spending(items, months, tz)
+        balance = (
+            ()
+            if view.personal_account is None
+            else balance_series(view.personal_account, items, months[0], today, tz)
+        )
+        data = ChartData(
+            title=t.gettext("Medical insurance, {start} to {end}").format(
+                start=months[0].strftime("%Y-%m"), end=today.strftime("%Y-%m")
+            ),
+            balance_label=t.gettext("Personal account balance (¥)"),
+            spending_label=t.gettext("Spending per month (¥)"),
+            balance=balance,
+            months=months,
+            spending=tuple((self.category(c, t), tuple(v)) for c, v in per_month.items()),
+        )
+        png = await charts.render(data)
+        caption = self.t.gettext(
+            "Your personal account and spending over the last 12 months, as of {as_of}."
+        ).format(as_of=self.stamp(view.as_of))
+        image = Attachment(filename=f"yibao-chart-{today:%Y%m%d}.png", content=png)
+        return Outcome(
+            replies=(Reply(text=caption, attachment=image),), session=Session(), cache_balance=fresh
+        )

@@ -1,0 +1,170 @@
+"""One message being answered: what every flow shares (the state found, the user's language, the
+time, how replies and outcomes are made, how platform problems are said)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+from dialogs.i18n import Translator, normalize_locale
+from dialogs.intents import normalize
+from dialogs.masking import mask_id_number
+from dialogs.models import (
+    Binding,
+    CachedBalance,
+    Inbound,
+    Outcome,
+    Reply,
+    Session,
+    State,
+    UserState,
+)
+from dialogs.ports import (
+    InsuranceProblem,
+    ProblemCode,
+)
+
+if TYPE_CHECKING:
+    from dialogs.machine import Conversation
+
+BIND_STATES = frozenset({State.BIND_NAME, State.BIND_ID, State.BIND_PLATFORM, State.BIND_CODE})
+
+
+@dataclass(frozen=True, slots=True)
+class DialogSettings:
+    default_locale: str = "zh"
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"))
+    max_threshold: Decimal = Decimal("50000")
+    session_idle_minutes: int = 30
+    code_ttl_minutes: int = 5
+    hotline: str = "12393"
+    balance_cache_seconds: int = 60
+    history_page: int = 10
+    history_max: int = 50
+
+
+class Turn:
+    """The base of the flows (``binding``, ``account``, ``alerts``) that ``machine._Turn`` combines."""
+
+    def __init__(self, conv: Conversation, state: UserState, inbound: Inbound) -> None:
+        self.conv = conv
+        self.cfg = conv.settings
+        self.user = inbound.user
+        self.session = state.session
+        self.profile = state.profile
+        self.cached = state.balance
+        self.locale = state.profile.lang or normalize_locale(inbound.locale) or conv.settings.default_locale
+        self.t: Translator = conv.catalogs.get(self.locale)
+        self.now = conv.clock.now()
+        self.text = normalize(inbound.text)
+
+    def out(
+        self,
+        *texts: str,
+        session: Session | None = None,
+        sensitive: bool = False,
+        set_binding: Binding | None = None,
+        set_threshold: Decimal | None = None,
+        clear_threshold: bool = False,
+        set_lang: str | None = None,
+        cache_balance: CachedBalance | None = None,
+        erase: bool = False,
+    ) -> Outcome:
+        """An outcome with plain-text replies; the session falls back to idle unless one is given."""
+        replies = tuple(Reply(text=x, sensitive_input=sensitive and i == 0) for i, x in enumerate(texts))
+        return Outcome(
+            replies=replies,
+            session=session or Session(),
+            set_binding=set_binding,
+            set_threshold=set_threshold,
+            clear_threshold=clear_threshold,
+            set_lang=set_lang,
+            cache_balance=cache_balance,
+            erase=erase,
+        )
+
+    def at(self, when: datetime) -> str:
+        local = when.astimezone(self.cfg.timezone)
+        if local.date() == self.now.astimezone(self.cfg.timezone).date():
+            return local.strftime("%H:%M")
+        return local.strftime("%Y-%m-%d %H:%M")
+
+    def stamp(self, when: datetime) -> str:
+        return when.astimezone(self.cfg.timezone).strftime("%Y-%m-%d %H:%M")
+
+    @staticmethod
+    def money(amount: Decimal) -> str:
+        return f"¥{amount:,.2f}"
+
+    def keep_flow(self) -> Session:
+        """Help and start do not throw away a bind in progress."""
+        return self.session if self.session.state in BIND_STATES else Session()
+
+    def status(self) -> str:
+        binding = self.profile.binding
+        if binding is None:
+            return self.t.gettext("Status: not bound yet. Send /bind to start.")
+        return self.t.gettext("Status: bound to ID {id} since {date}.").format(
+            id=mask_id_number(binding.id_number.get_secret_value()),
+            date=binding.bound_at.astimezone(self.cfg.timezone).strftime("%Y-%m-%d"),
+        )
+
+    def locked_out(self, until: datetime) -> Outcome:
+        return self.out(
+            self.t.gettext(
+                "Too many failed attempts. To protect your account, binding is paused until {until}. "
+                "Questions: call the medical-insurance hotline {hotline}."
+            ).format(until=self.at(until), hotline=self.cfg.hotline)
+        )
+
+    def platform_problem(self, problem: InsuranceProblem) -> str:
+        """What to tell the user when the platform cannot answer; never a figure that may be wrong."""
+        t, hotline = self.t, self.cfg.hotline
+        match problem.code:
+            case ProblemCode.ACCOUNT_LOCKED if problem.until is not None:
+                return t.gettext(
+                    "Your account on the insurance platform is locked after too many wrong password "
+                    "attempts. It unlocks at {until}; you can also reset your password in the National "
+                    "Medical Insurance Service app (国家医保服务平台), or call {hotline}."
+                ).format(until=self.at(problem.until), hotline=hotline)
+            case ProblemCode.ACCOUNT_LOCKED:
+                return t.gettext(
+                    "Your account on the insurance platform is locked after too many wrong password "
+                    "attempts. Reset your password in the National Medical Insurance Service app "
+                    "(国家医保服务平台) to unlock it, or call {hotline}."
+                ).format(hotline=hotline)
+            case ProblemCode.MAINTENANCE if problem.retry_after:
+                back = self.now.timestamp() + problem.retry_after
+                return t.gettext(
+                    "The insurance platform is under maintenance. Please try again after {time}. I won't "
+                    "show figures that might be wrong."
+                ).format(time=self.at(datetime.fromtimestamp(math.ceil(back), tz=self.cfg.timezone)))
+            case ProblemCode.MAINTENANCE:
+                return t.gettext(
+                    "The insurance platform is under maintenance. Please try again later. I won't show "
+                    "figures that might be wrong."
+                )
+            case ProblemCode.RATE_LIMITED:
+                return t.gettext("The insurance platform is busy. Please try again in a minute.")
+            case _:
+                return t.gettext(
+                    "I can't reach the insurance platform right now. Please try again in a few minutes. "
+                    "I won't show figures that might be wrong."
+                )
+
+    def account_problem(self, problem: InsuranceProblem) -> str:
+        if problem.code is ProblemCode.MEMBER_NOT_FOUND:
+            return self.t.gettext(
+                "The insurance platform no longer finds the account you bound (perhaps your "
+                "insurance moved to another region). Please /unbind and bind again, or call {hotline}."
+            ).format(hotline=self.cfg.hotline)
+        return self.platform_problem(problem)
+
+    def not_bound(self) -> Outcome:
+        return self.out(
+            self.t.gettext("You haven't bound your insurance account yet. Send /bind — it takes a minute.")
+        )
