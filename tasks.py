@@ -89,7 +89,7 @@ def test(args: list[str]) -> int:
     steps: list[tuple[str, list[str]]] = [
         ("ruff check", ["ruff", "check", "."]),
         ("ruff format --check", ["ruff", "format", "--check", "."]),
-        ("mypy", ["mypy", "dialogs", "bot"]),
+        ("mypy", ["mypy", "dialogs", "bot", "platforms"]),
         ("lint-imports", ["lint-imports"]),
         ("pytest", ["pytest", *args]),
     ]

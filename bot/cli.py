@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
         help="chat with Yibao in this terminal (embedded Redis and sandbox by default)",
     )
     chat.add_argument("--lang", choices=("zh", "en"), help="your language (default: from $LANG, else zh)")
+    sub.add_parser(
+        "run",
+        parents=[common],
+        help="run the Telegram bot (telegram.mode: polling, or webhook behind a load balancer)",
+    )
 
     config = sub.add_parser("config", help="work with the config file")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -126,7 +131,29 @@ def main(argv: list[str] | None = None) -> int:
     settings = _load(args.config)
     if args.command == "sandbox":
         return sandbox_cli.run(settings, args)
+    if args.command == "run":
+        return cmd_run(settings)
     return cmd_chat(settings, args.lang)
+
+
+def cmd_run(settings: Settings) -> int:
+    from telegram.error import InvalidToken, TelegramError
+
+    from bot.app import StartupError
+    from bot.embedded_redis import DataDirBusy, RedisBinaryNotFound, RedisStartError
+    from bot.logs import setup_logging
+    from bot.run import serve
+
+    setup_logging(settings.logging.level, settings.logging.file)
+    try:
+        asyncio.run(serve(settings))
+    except InvalidToken:
+        print("yibao: cannot start: Telegram does not accept telegram.token", file=sys.stderr)
+        return 1
+    except (StartupError, RedisBinaryNotFound, DataDirBusy, RedisStartError, TelegramError, OSError) as e:
+        print(f"yibao: cannot start: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -197,10 +197,47 @@ class ConsoleSettings(_Section):
 
 
 class TelegramSettings(_Section):
-    """Read by ``yibao run`` (the Telegram issue); validated here so a config can be checked now."""
+    """The Telegram bot ``yibao run`` serves."""
 
     token: SecretStr | None = None
+    """From @BotFather."""
     token_file: Path | None = None
+    api_base_url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")] = "https://api.telegram.org"
+    """A Bot API server: Telegram's, a local telegram-bot-api server, or an emulator in tests."""
+    mode: Literal["polling", "webhook"] = "polling"
+    """``polling``: one process asks Telegram for updates (two would collide). ``webhook``: Telegram
+    POSTs updates to ``webhook_url``; any number of processes can serve it behind a load balancer."""
+    webhook_url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
+    """The public address Telegram posts to (``https://bot.example.org/telegram``)."""
+    webhook_secret: SecretStr | None = None
+    """Telegram sends it back in every webhook request; others are refused (1-256 of A-Z a-z 0-9 _ -)."""
+    webhook_secret_file: Path | None = None
+    listen_host: str = "127.0.0.1"
+    listen_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    webhook_path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9_/-]*$")] = "/telegram"
+    global_rate: Annotated[float, Field(gt=0, le=1000)] = 30.0
+    """Messages per second for the whole bot."""
+    per_chat_rate: Annotated[float, Field(gt=0, le=30)] = 1.0
+    """Messages per second into one chat."""
+    max_retries: Annotated[int, Field(ge=0, le=10)] = 3
+    """Retries of a send Telegram answered 429, each after its ``retry_after``."""
+    concurrent_updates: Annotated[int, Field(ge=1, le=1024)] = 64
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", value.get_secret_value()):
+            raise ValueError("must be 1 to 256 of A-Z, a-z, 0-9, _ and - (Telegram's rule)")
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_needs_url_and_secret(self) -> TelegramSettings:
+        if self.mode == "webhook":
+            if self.webhook_url is None:
+                raise ValueError('mode "webhook" needs telegram.webhook_url')
+            if self.webhook_secret is None and self.webhook_secret_file is None:
+                raise ValueError('mode "webhook" needs telegram.webhook_secret or webhook_secret_file')
+        return self
 
     @field_validator("token")
     @classmethod
@@ -324,6 +361,7 @@ def _secret_file_problems(settings: Settings) -> list[ConfigProblem]:
     files = [
         ("security.pii_key_file", settings.security.pii_key_file),
         ("telegram.token_file", settings.telegram.token_file),
+        ("telegram.webhook_secret_file", settings.telegram.webhook_secret_file),
     ]
     files += [
         (f"insurance.platforms.{i}.secret_file", p.secret_file)

@@ -27,6 +27,8 @@ class UserKind(StrEnum):
     """The per-user guard (a token with a short expiry)."""
     BALANCE = "balance"
     """The last balance fetched (encrypted; expires after ``insurance.balance_cache_seconds``)."""
+    UNREACHABLE = "unreachable"
+    """The chat platform said the user cannot be reached (blocked the bot); gone when they write."""
 
 
 USER_KINDS = tuple(UserKind)

@@ -48,4 +48,7 @@ def setup_logging(level: str, file: Path | None) -> logging.Handler:
     # httpx logs every request's URL at INFO; our client logs what matters, once per call.
     for chatty in ("httpx", "httpcore"):
         logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
+    # PTB logs whole updates at DEBUG: what people type, SMS codes included, which no pattern can
+    # tell from other numbers. It never goes below INFO.
+    logging.getLogger("telegram").setLevel(max(logging.INFO, root.level))
     return handler

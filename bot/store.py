@@ -27,7 +27,8 @@ from dialogs.ports import Step
 
 log = logging.getLogger(__name__)
 
-# KEYS: lock, session, profile, balance, then the user's other keys (erased along with the rest).
+# KEYS: lock, session, profile, balance, unreachable, then the user's other keys (erased with the rest).
+# The user wrote, so they are reachable again: every write drops the unreachable mark.
 # ARGV: token, mode ("write"|"erase"), session json ("" deletes), session ttl ms,
 #       balance ("" keeps, "-" deletes, else the value), balance ttl ms,
 #       number of profile fields to set n, n field/value pairs, then fields to delete.
@@ -43,6 +44,7 @@ if ARGV[3] == '' then
 else
   redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
 end
+redis.call('DEL', KEYS[5])
 if ARGV[5] == '-' then
   redis.call('DEL', KEYS[4])
 elseif ARGV[5] ~= '' then
@@ -135,6 +137,13 @@ class RedisStore:
         self._read(pipe, user)
         return self._decode(user, *await pipe.execute())
 
+    async def mark_unreachable(self, user: UserKey) -> None:
+        """The chat platform cannot reach the user (a 403): nothing unprompted until they write again."""
+        await self.redis.set(self.keys.user(user, UserKind.UNREACHABLE), b"1")
+
+    async def is_unreachable(self, user: UserKey) -> bool:
+        return bool(await self.redis.exists(self.keys.user(user, UserKind.UNREACHABLE)))
+
     def _read(self, pipe: Any, user: UserKey) -> None:
         pipe.get(self.keys.user(user, UserKind.SESSION))
         pipe.hgetall(self.keys.user(user, UserKind.PROFILE))
@@ -175,7 +184,7 @@ class RedisStore:
             delay = min(delay * 2, 0.2)
 
     async def _save(self, user: UserKey, token: str, outcome: Outcome) -> None:
-        first = (UserKind.LOCK, UserKind.SESSION, UserKind.PROFILE, UserKind.BALANCE)
+        first = (UserKind.LOCK, UserKind.SESSION, UserKind.PROFILE, UserKind.BALANCE, UserKind.UNREACHABLE)
         keys = [self.keys.user(user, kind) for kind in first]
         args: list[Any]
         if outcome.erase:

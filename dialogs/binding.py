@@ -123,7 +123,15 @@ class BindingFlow(Turn):
         )
         text = self.t.gettext("Which insurance platform are you insured on? Choose one:")
         return Outcome(
-            replies=(Reply(text=text, buttons=buttons, sensitive_input=sensitive),), session=session
+            replies=(
+                Reply(
+                    text=text,
+                    buttons=buttons,
+                    sensitive_input=sensitive,
+                    deleted_note=self.deletion_note(sensitive),
+                ),
+            ),
+            session=session,
         )
 
     @staticmethod

@@ -58,6 +58,8 @@ class Reply(_Frozen):
     sensitive_input: bool = False
     """The message this replies to held personal data (an ID number, an SMS code); platforms that
     can delete the user's message should do so."""
+    deleted_note: str = ""
+    """What to tell the user if the platform did delete it (empty: delete silently)."""
 
 
 class State(StrEnum):

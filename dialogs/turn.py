@@ -75,7 +75,11 @@ class Turn:
         erase: bool = False,
     ) -> Outcome:
         """An outcome with plain-text replies; the session falls back to idle unless one is given."""
-        replies = tuple(Reply(text=x, sensitive_input=sensitive and i == 0) for i, x in enumerate(texts))
+        note = self.deletion_note(sensitive)
+        replies = tuple(
+            Reply(text=x, sensitive_input=sensitive and i == 0, deleted_note=note if i == 0 else "")
+            for i, x in enumerate(texts)
+        )
         return Outcome(
             replies=replies,
             session=session or Session(),
@@ -85,6 +89,15 @@ class Turn:
             set_lang=set_lang,
             cache_balance=cache_balance,
             erase=erase,
+        )
+
+    def deletion_note(self, sensitive: bool) -> str:
+        """Said when a platform deletes the user's message with personal data: once a bind, with
+        the ID number; the code step's message goes silently."""
+        if not sensitive or self.session.state is State.BIND_CODE:
+            return ""
+        return self.t.gettext(
+            "🔒 I deleted your message from this chat, so your ID number does not stay in it."
         )
 
     def at(self, when: datetime) -> str:

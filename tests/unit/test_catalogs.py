@@ -22,7 +22,7 @@ MessageId = str | tuple[str, ...]
 def extracted() -> dict[MessageId, list[str]]:
     """Every message id in ``dialogs/`` and ``bot/``, with where it is used."""
     found: dict[MessageId, list[str]] = {}
-    for package in ("dialogs", "bot"):
+    for package in ("dialogs", "bot", "platforms"):
         for filename, lineno, message, _comments, _context in extract_from_dir(
             ROOT / package, method_map=[("**.py", "python")], keywords=KEYWORDS
         ):

@@ -1,0 +1,85 @@
+"""``yibao run``: the bot on Telegram, polling or behind a webhook, in one process.
+
+SIGTERM or SIGINT: stop taking updates, finish the ones in flight, close Redis and the platforms'
+connections, return (exit 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+
+from bot.app import StartupError, build_runtime
+from bot.config import Settings, read_secret
+from platforms.telegram.adapter import TelegramAdapter, TelegramOptions
+from platforms.telegram.webhook import WebhookServer
+
+log = logging.getLogger(__name__)
+
+
+def telegram_options(settings: Settings) -> TelegramOptions:
+    tg = settings.telegram
+    token = read_secret(tg.token, tg.token_file)
+    if token is None:
+        raise StartupError(
+            "yibao run needs telegram.token (or telegram.token_file, or YIBAO_TELEGRAM__TOKEN)"
+        )
+    return TelegramOptions(
+        token=token.get_secret_value(),
+        api_base_url=tg.api_base_url,
+        global_rate=tg.global_rate,
+        per_chat_rate=tg.per_chat_rate,
+        max_retries=tg.max_retries,
+        concurrent_updates=tg.concurrent_updates,
+        webhook=tg.mode == "webhook",
+    )
+
+
+async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Serve until ``stop`` is set (or SIGTERM/SIGINT arrive)."""
+    started = time.monotonic()
+    options = telegram_options(settings)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runtime = await build_runtime(settings)
+    adapter = TelegramAdapter(
+        options,
+        runtime.conversation.handle,
+        catalogs=runtime.conversation.catalogs,
+        on_unreachable=runtime.store.mark_unreachable,
+        default_locale=settings.general.default_locale,
+    )
+    tg = settings.telegram
+    webhook: WebhookServer | None = None
+    try:
+        await adapter.start()
+        if tg.mode == "polling":
+            await adapter.start_polling()
+        else:
+            secret = read_secret(tg.webhook_secret, tg.webhook_secret_file)
+            assert secret is not None  # the settings model requires it
+            assert tg.webhook_url is not None
+            webhook = WebhookServer(
+                adapter,
+                host=tg.listen_host,
+                port=tg.listen_port,
+                path=tg.webhook_path,
+                secret=secret.get_secret_value(),
+            )
+            await webhook.start()
+            await adapter.register_webhook(tg.webhook_url, secret.get_secret_value())
+        log.info("serving Telegram by %s, %.2f s after start", tg.mode, time.monotonic() - started)
+        await stop.wait()
+        log.info("stopping: no new updates; finishing the ones in flight")
+    finally:
+        if webhook is not None:
+            await webhook.stop()
+        await adapter.stop()
+        await runtime.aclose()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        log.info("stopped")

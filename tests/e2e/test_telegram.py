@@ -1,0 +1,302 @@
+"""Yibao on Telegram as its users and operators see it: ``yibao run`` as a real process, talking real
+HTTP to a Bot API emulator on loopback, with scripted users pressing real buttons."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from botapi_emulator import BotApiEmulator, FakeUser
+from chat_process import clean_env, demo, yibao_command
+
+from bot.pii import new_key_text
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Bot:
+    process: subprocess.Popen[str]
+    log: Path
+    sms: Path
+    prefix: str
+
+    def code_for(self, phone: str, after: int = 0, timeout: float = 10.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.sms.exists():
+                lines = [json.loads(line) for line in self.sms.read_text(encoding="utf-8").splitlines()]
+                mine = [line for line in lines[after:] if line["to"] == phone]
+                if mine:
+                    return re.search(r"\b(\d{6})\b", mine[-1]["text"])[1]  # type: ignore[index]
+            time.sleep(0.05)
+        raise AssertionError(f"no SMS to {phone[:3]}****")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=20)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+
+
+BotFactory = Callable[..., Bot]
+
+
+@pytest.fixture
+def emulator() -> Iterator[BotApiEmulator]:
+    with BotApiEmulator() as emu:
+        yield emu
+
+
+@pytest.fixture
+def start_bot(tmp_path: Path, redis_url: str, emulator: BotApiEmulator) -> Iterator[BotFactory]:
+    bots: list[Bot] = []
+    key = new_key_text()
+
+    def start(name: str = "a", **env: str) -> Bot:
+        log = tmp_path / f"bot-{name}.log"
+        sms = tmp_path / "sms.jsonl"
+        settings = {
+            "YIBAO_TELEGRAM__TOKEN": emulator.token,
+            "YIBAO_TELEGRAM__API_BASE_URL": emulator.url,
+            "YIBAO_REDIS__URL": redis_url,
+            "YIBAO_REDIS__PREFIX": "tge2e",
+            "YIBAO_SECURITY__PII_KEY": key,
+            "YIBAO_SMS__GATEWAY": "file",
+            "YIBAO_SMS__FILE_PATH": str(sms),
+            "YIBAO_GENERAL__DATA_DIR": str(tmp_path / f"data-{name}"),
+            "YIBAO_LOGGING__FILE": str(log),
+            "YIBAO_LOGGING__LEVEL": "DEBUG",
+            "YIBAO_INSURANCE__BALANCE_CACHE_SECONDS": "0",
+            **env,
+        }
+        process = subprocess.Popen(
+            [*yibao_command(), "run"],
+            cwd=tmp_path,
+            env=clean_env(**settings),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        bot = Bot(process, log, sms, "tge2e")
+        bots.append(bot)
+        deadline = time.monotonic() + 30
+        while "serving Telegram" not in (log.read_text() if log.exists() else ""):
+            if process.poll() is not None:
+                pytest.fail(f"yibao run exited {process.returncode}: {process.communicate()}")
+            assert time.monotonic() < deadline, "yibao run did not start"
+            time.sleep(0.05)
+        return bot
+
+    yield start
+    for bot in bots:
+        bot.stop()
+
+
+@pytest.fixture
+def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    client.flushall()
+    yield client
+    client.close()
+
+
+def converse(user: FakeUser, text: str, expect: str, timeout: float = 10.0) -> str:
+    before = len(user.inbox)
+    user.says(text)
+    return user.wait_for(expect, timeout=timeout, after=before).text
+
+
+def bind(user: FakeUser, bot: Bot, scenario: str, *, zh: bool) -> None:
+    who = demo(scenario)
+    converse(user, "/bind", "第 1 步" if zh else "Step 1 of 3")
+    converse(user, who.name, "第 2 步" if zh else "Step 2 of 3")
+    before = len(user.inbox)
+    id_message = user.says(who.id_number)
+    sent = user.wait_for("第 3 步" if zh else "Step 3 of 3", after=before)
+    assert id_message in user.deleted  # the ID number does not stay in the chat
+    assert "🔒" in sent.text  # and the user is told why it vanished
+    code_message = user.says(bot.code_for(who.phone))
+    user.wait_for("已绑定" if zh else "Your account is bound", after=before)
+    assert code_message in user.deleted
+
+
+def test_the_whole_conversation_in_chinese_and_english(
+    emulator: BotApiEmulator, start_bot: BotFactory, sync_redis: redis.Redis
+) -> None:
+    bot = start_bot()
+    assert {c["command"] for c in emulator.commands("zh")} >= {"balance", "alert", "bind", "unbind"}
+    assert emulator.commands("en")[0]["description"] != emulator.commands("zh")[0]["description"]
+
+    zh = emulator.user(1001, language_code="zh-hans")
+    assert "医保助手" in converse(zh, "/start", "医保助手")
+    bind(zh, bot, "normal", zh=True)
+    assert "个人账户：¥" in converse(zh, "/balance", "个人账户")
+    assert "个人账户：¥" in converse(zh, "我的医保还剩多少?", "个人账户")
+    assert "¥100.00" in converse(zh, "/alert 100", "¥100.00")
+    before = len(zh.inbox)
+    zh.says("/unbind")
+    question = zh.wait_for("确定吗", after=before)
+    assert question.reply_markup is not None
+    payloads = [b["callback_data"] for row in question.reply_markup["inline_keyboard"] for b in row]
+    assert payloads == ["/unbind yes", "/cancel"]
+    before = len(zh.inbox)
+    zh.presses("/unbind yes", question.message_id)
+    zh.wait_for("已删除", after=before)
+    assert zh.answered_callbacks
+
+    en = emulator.user(1002, language_code="en-US")
+    bind(en, bot, "low_balance", zh=False)
+    assert "Personal account (个人账户): ¥32.63" in converse(en, "how much is left?", "Personal account")
+    assert "¥50.00" in converse(en, "alert me below 50", "¥50.00")
+    before = len(en.inbox)
+    en.says("/unbind")
+    question = en.wait_for("Are you sure", after=before)
+    en.presses("/unbind yes", question.message_id)
+    en.wait_for("erased", after=before)
+
+    assert sync_redis.keys("*tg:1001*") == []
+    assert sync_redis.keys("*tg:1002*") == []
+    assert bot.stop() == 0
+    log = bot.log.read_text(encoding="utf-8")
+    assert "stopped" in log
+    for who in (demo("normal"), demo("low_balance")):
+        assert who.id_number not in log
+        assert who.phone not in log
+    for line in bot.sms.read_text(encoding="utf-8").splitlines():
+        code = re.search(r"\b(\d{6})\b", json.loads(line)["text"])[1]  # type: ignore[index]
+        assert code not in log
+
+
+def test_a_429_is_waited_out_and_the_reply_still_arrives(
+    emulator: BotApiEmulator, start_bot: BotFactory
+) -> None:
+    start_bot()
+    user = emulator.user(2001, language_code="en")
+    emulator.fail_next("sendMessage", status=429, retry_after=1, chat_id=2001)
+    converse(user, "/help", "Commands:")
+    tries = [c for c in emulator.calls_to("sendMessage") if c.params.get("chat_id") in (2001, "2001")]
+    assert [c.status for c in tries] == [429, 200]
+    assert tries[1].at - tries[0].at >= 1.0
+
+
+def test_a_403_marks_the_user_unreachable_until_they_write_again(
+    emulator: BotApiEmulator, start_bot: BotFactory, sync_redis: redis.Redis
+) -> None:
+    start_bot()
+    user = emulator.user(3001, language_code="en")
+    emulator.fail_next("sendMessage", status=403, chat_id=3001)
+    user.says("/help")
+    key = "tge2e:{tg:3001}:unreachable"
+    deadline = time.monotonic() + 10
+    while not sync_redis.exists(key):
+        assert time.monotonic() < deadline, "the 403 did not mark the user"
+        time.sleep(0.05)
+    converse(user, "/help", "Commands:")
+    assert not sync_redis.exists(key)
+
+
+def webhook_env(port: int, secret: str) -> dict[str, str]:
+    return {
+        "YIBAO_TELEGRAM__MODE": "webhook",
+        "YIBAO_TELEGRAM__WEBHOOK_URL": f"http://127.0.0.1:{port}/telegram",
+        "YIBAO_TELEGRAM__WEBHOOK_SECRET": secret,
+        "YIBAO_TELEGRAM__LISTEN_PORT": str(port),
+    }
+
+
+def test_webhook_secret_is_checked(emulator: BotApiEmulator, start_bot: BotFactory) -> None:
+    port = free_port()
+    start_bot(**webhook_env(port, "s3cr3t-token"))
+    assert emulator.webhook is not None
+    assert emulator.webhook.secret_token == "s3cr3t-token"
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+    user = emulator.user(4001, language_code="en")
+    update = {
+        "update_id": 999_001,
+        "message": {
+            "message_id": 1,
+            "date": int(time.time()),
+            "chat": {"id": 4001, "type": "private"},
+            "from": {"id": 4001, "is_bot": False, "first_name": "x", "language_code": "en"},
+            "text": "/help",
+        },
+    }
+    assert emulator.post_update(update, secret="wrong") == 403
+    assert emulator.post_update(update, secret=None) == 403
+    time.sleep(0.5)
+    assert user.inbox == []  # nothing was processed
+    converse(user, "/help", "Commands:")  # the emulator posts with the registered secret
+
+
+def test_two_instances_behind_one_address_keep_one_session(
+    emulator: BotApiEmulator, start_bot: BotFactory
+) -> None:
+    ports = [free_port(), free_port()]
+    bots = [
+        start_bot(name, **webhook_env(port, "shared-secret")) for name, port in zip("ab", ports, strict=True)
+    ]
+    user = emulator.user(5001, language_code="en")
+    user.started = True  # updates are posted raw below, not through user.says
+    who = demo("normal")
+    turn = 0
+
+    def say(text: str) -> int:
+        nonlocal turn
+        port = ports[turn % 2]  # a load balancer alternating between the instances
+        turn += 1
+        update_id = 700_000 + turn
+        message_id = 90_000 + turn
+        update = {
+            "update_id": update_id,
+            "message": {
+                "message_id": message_id,
+                "date": int(time.time()),
+                "chat": {"id": 5001, "type": "private"},
+                "from": {"id": 5001, "is_bot": False, "first_name": "x", "language_code": "en"},
+                "text": text,
+            },
+        }
+        assert emulator.post_update(update, url=f"http://127.0.0.1:{port}/telegram") == 200
+        return message_id
+
+    say("/bind")
+    say(who.name)
+    say(who.id_number)
+    user.wait_for("Step 3 of 3")
+    say(bots[0].code_for(who.phone))
+    user.wait_for("Your account is bound")
+    say("/balance")
+    user.wait_for("Personal account")
+    say("/alert 100")
+    user.wait_for("¥100.00")
+    say("/alert")
+    assert "below ¥100.00" in user.wait_for("I'll alert you when").text
+
+
+def test_sigterm_stops_cleanly(emulator: BotApiEmulator, start_bot: BotFactory) -> None:
+    bot = start_bot()
+    user = emulator.user(6001, language_code="en")
+    converse(user, "/help", "Commands:")
+    os.kill(bot.process.pid, signal.SIGTERM)
+    assert bot.process.wait(timeout=20) == 0
+    assert "stopped" in bot.log.read_text(encoding="utf-8")
