@@ -34,6 +34,7 @@ from telegram import (
 )
 from telegram.constants import ChatType, ParseMode
 from telegram.error import BadRequest, Forbidden, TelegramError
+from telegram.request import BaseRequest
 from telegram.ext import (
     ApplicationBuilder,
     CallbackQueryHandler,
@@ -83,7 +84,10 @@ class TelegramAdapter:
         catalogs: Catalogs,
         on_unreachable: Unreachable | None = None,
         default_locale: str = "zh",
+        request: BaseRequest | None = None,
     ) -> None:
+        """``request`` replaces PTB's HTTP transport (a benchmark's request object that makes no
+        network call); the Bot API server is otherwise ``options.api_base_url``."""
         # PTB's documented opt-in to timedelta durations (``retry_after``), which its next major
         # version makes the default; without it, every 429 logs a deprecation warning.
         os.environ.setdefault("PTB_TIMEDELTA", "1")
@@ -107,6 +111,8 @@ class TelegramAdapter:
             )
             .concurrent_updates(options.concurrent_updates)
         )
+        if request is not None:
+            builder = builder.request(request)
         if options.webhook:
             builder = builder.updater(None)
         self.app = builder.build()
