@@ -176,7 +176,7 @@ class BindingFlow(Turn):
             # A code went to this phone moments ago: wait at the code step, where /resend works.
             keep = at_code_step if sent.reason is Refusal.TOO_SOON else None
             return self.refused(sent, sensitive=True, session=keep)
-        return self.out(self.code_sent(sent), session=at_code_step, sensitive=True)
+        return self.code_step(sent, at_code_step, sensitive=True)
 
     def id_problem(self, problem: IdProblem) -> str:
         t = self.t
@@ -228,6 +228,17 @@ class BindingFlow(Turn):
             )
         return self.out(self.platform_problem(problem), sensitive=True)
 
+    def code_step(self, sent: CodeSent, session: Session, *, sensitive: bool = False) -> Outcome:
+        """The code went out: say where, with a button for a new one."""
+        resend = Button(label=self.t.gettext("Send a new code"), payload="/resend")
+        reply = Reply(
+            text=self.code_sent(sent),
+            buttons=(resend,),
+            sensitive_input=sensitive,
+            deleted_note=self.deletion_note(sensitive),
+        )
+        return Outcome(replies=(reply,), session=session)
+
     def code_sent(self, sent: CodeSent) -> str:
         return self.t.gettext(
             "Step 3 of 3: I sent a 6-digit code by SMS to {phone}, the number the insurance platform has "
@@ -266,7 +277,7 @@ class BindingFlow(Turn):
         sent = await self.conv.otp.resend(self.user, self.locale)
         if isinstance(sent, CodeRefused):
             return self.refused(sent)
-        return self.out(self.code_sent(sent), session=self.session)
+        return self.code_step(sent, self.session)
 
     async def on_code(self) -> Outcome:
         t = self.t

@@ -58,7 +58,9 @@ def test_scripted_session(tmp_path: Path, redis_url: str, sync_redis: redis.Redi
         sent = chat.say(who.id_number)
         masked = f"{who.phone[:3]}****{who.phone[-4:]}"
         assert f"SMS → {masked}" in sent
-        assert masked in sent.splitlines()[-1]  # the bot says where the code went, masked
+        step = next(line for line in sent.splitlines() if "第 3 步" in line)
+        assert masked in step  # the bot says where the code went, masked
+        assert sent.splitlines()[-1] == "[1] 重新发送验证码"
         code = chat.code(sent)
         wrong = f"{(int(code) + 1) % 1_000_000:06d}"
         for left in (4, 3, 2, 1):

@@ -17,6 +17,7 @@ async def test_bind_happy_path_stores_binding_encrypted(harness: Harness) -> Non
     assert masked in sent
     assert "5 minutes" in sent
     assert harness.last[0].sensitive_input  # the platform should delete the ID-number message
+    assert [b.payload for b in harness.last[0].buttons] == ["/resend"]
     sms = harness.sms()
     assert len(sms) == 1
     assert sms[0]["to"] == who.phone
