@@ -34,7 +34,6 @@ from telegram import (
 )
 from telegram.constants import ChatType, ParseMode
 from telegram.error import BadRequest, Forbidden, TelegramError
-from telegram.request import BaseRequest
 from telegram.ext import (
     ApplicationBuilder,
     CallbackQueryHandler,
@@ -42,6 +41,7 @@ from telegram.ext import (
     MessageHandler,
     filters,
 )
+from telegram.request import BaseRequest
 
 from dialogs.i18n import Catalogs
 from dialogs.models import Inbound, Reply, UserKey

@@ -2,8 +2,9 @@
 
 A request must carry the secret given to ``setWebhook`` in ``X-Telegram-Bot-Api-Secret-Token``
 (compared in constant time); anything else gets 403 and is not looked at. An update is handled
-before the request is answered, so a process told to stop finishes the requests it took. ``GET
-/healthz`` is for the load balancer.
+before the request is answered, so a process told to stop finishes the requests it took; one that
+cannot be handled is logged (its type, not its text) and answered 200, so Telegram does not send it
+again and again. ``GET /healthz`` is for the load balancer.
 """
 
 from __future__ import annotations
@@ -91,6 +92,11 @@ class WebhookServer:
         self.in_flight += 1
         try:
             await self.adapter.process(data)
+        except Exception as e:
+            # Answered 200 all the same: Telegram would otherwise send this update again, forever.
+            # The error's text may quote the update, so only its type is logged.
+            update_id = data.get("update_id") if isinstance(data, dict) else None
+            log.error("skipped update %s that could not be handled: %s", update_id, type(e).__name__)
         finally:
             self.in_flight -= 1
         return JSONResponse({"ok": True})

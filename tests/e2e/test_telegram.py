@@ -246,6 +246,9 @@ def test_webhook_secret_is_checked(emulator: BotApiEmulator, start_bot: BotFacto
     time.sleep(0.5)
     assert user.inbox == []  # nothing was processed
     converse(user, "/help", "Commands:")  # the emulator posts with the registered secret
+    # A malformed update is skipped (200, so Telegram does not resend it) and breaks nothing.
+    assert emulator.post_update({"update_id": 999_002, "message": {"chat": "garbage"}}) == 200
+    converse(user, "/help", "Commands:")
 
 
 def test_two_instances_behind_one_address_keep_one_session(
