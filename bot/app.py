@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import secrets
 from dataclasses import dataclass, field
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 import httpx
+from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from bot.charts import MatplotlibCharts
@@ -31,6 +34,8 @@ from insurance.sandbox import SandboxPlatform
 from insurance.server import create_app
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class StartupError(Exception):
@@ -101,15 +106,15 @@ def sms_gateway(settings: Settings, clock: Clock, show_sms: ShowSms | None) -> S
     return ConsoleSmsGateway(show_sms)
 
 
+def from_settings(cls: type[T], section: BaseModel) -> T:
+    """A dataclass of tuning values filled from the settings section keys of the same names (the
+    others keep the dataclass's defaults), so a key added to both is never forgotten here."""
+    names = {f.name for f in dataclasses.fields(cls)} & set(type(section).model_fields)  # type: ignore[arg-type]
+    return cls(**{name: getattr(section, name) for name in names})
+
+
 def _policy(p: PlatformSettings) -> ClientPolicy:
-    return ClientPolicy(
-        timeout_seconds=p.timeout_seconds,
-        deadline_seconds=p.deadline_seconds,
-        retries=p.retries,
-        max_concurrency=p.max_concurrency,
-        breaker_failures=p.breaker_failures,
-        breaker_reset_seconds=p.breaker_reset_seconds,
-    )
+    return from_settings(ClientPolicy, p)
 
 
 def build_platforms(
@@ -197,16 +202,7 @@ async def build_runtime(
         gateway=gateway,
         clock=clock,
         catalogs=catalogs,
-        limits=OtpLimits(
-            code_ttl_seconds=o.code_ttl_seconds,
-            max_attempts=o.max_attempts,
-            resend_interval_seconds=o.resend_interval_seconds,
-            max_per_hour_per_user=o.max_per_hour_per_user,
-            max_per_hour_per_phone=o.max_per_hour_per_phone,
-            lockout_after_failures=o.lockout_after_failures,
-            failure_window_seconds=o.failure_window_seconds,
-            lockout_seconds=o.lockout_seconds,
-        ),
+        limits=from_settings(OtpLimits, o),
         signature=settings.sms.signature,
     )
     insurance, clients, sandboxes = build_platforms(settings, clock)
