@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from functools import partial
 
 from pydantic import SecretStr, ValidationError
 
@@ -29,6 +31,21 @@ from dialogs.models import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class LazySecret(SecretStr):
+    """A secret decrypted the first time it is used: most messages (a /balance) never show the ID
+    number or phone of the binding they load, so they need not pay for decrypting them."""
+
+    def __init__(self, decrypt: Callable[[], str]) -> None:
+        self._decrypt: Callable[[], str] | None = decrypt
+        self._plain = ""
+
+    @property
+    def _secret_value(self) -> str:  # type: ignore[override]
+        if self._decrypt is not None:
+            self._plain, self._decrypt = self._decrypt(), None
+        return self._plain
 
 
 class StateCodec:
@@ -101,7 +118,8 @@ class StateCodec:
         )
 
     def decode_profile(self, user: UserKey, fields: dict[bytes, bytes]) -> Profile:
-        """Raises ``PiiError`` when the binding does not decrypt (the operator's key changed)."""
+        """The binding's ID number and phone are decrypted when first used; that raises ``PiiError``
+        if they do not decrypt (the operator's key changed)."""
         binding = None
         raw = fields.get(b"binding")
         if raw is not None:
@@ -109,8 +127,8 @@ class StateCodec:
             binding = Binding(
                 member_id=MemberId(record["member_id"]),
                 platform=PlatformName(record["platform"]),
-                id_number=SecretStr(self.cipher.decrypt(record["id"], context=f"id|{user}")),
-                phone=SecretStr(self.cipher.decrypt(record["phone"], context=f"phone|{user}")),
+                id_number=LazySecret(partial(self.cipher.decrypt, record["id"], context=f"id|{user}")),
+                phone=LazySecret(partial(self.cipher.decrypt, record["phone"], context=f"phone|{user}")),
                 bound_at=datetime.fromisoformat(record["bound_at"]),
             )
         threshold = None

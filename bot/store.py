@@ -62,6 +62,15 @@ redis.call('DEL', KEYS[1])
 return 1
 """
 
+# KEYS: session, profile, balance, unreachable[, lock]. ARGV (with the lock): token, lock ms.
+# One command instead of a pipeline of four: the same round trip, far less client work. With the
+# lock key it first takes the guard, and reads nothing when the guard is someone else's.
+_READ = """
+if #KEYS == 5 and not redis.call('SET', KEYS[5], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
+return {redis.call('GET', KEYS[1]), redis.call('HGETALL', KEYS[2]), redis.call('GET', KEYS[3]),
+        redis.call('EXISTS', KEYS[4])}
+"""
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -118,6 +127,7 @@ class RedisStore:
         self.lock_wait = lock_wait_seconds
         self._local = _LocalLocks()
         self._write = redis.register_script(_WRITE)
+        self._read_script = redis.register_script(_READ)
         self._release = redis.register_script(_RELEASE)
 
     async def update(self, user: UserKey, step: Step) -> Outcome:
@@ -131,11 +141,14 @@ class RedisStore:
             await self._save(user, token, outcome)
             return outcome
 
+    async def peek(self, user: UserKey) -> UserState:
+        """The user's state without taking the guard: one round trip."""
+        return await self.load(user)
+
     async def load(self, user: UserKey) -> UserState:
         """The user's state without taking the guard (for reading only)."""
-        pipe = self.redis.pipeline(transaction=False)
-        self._read(pipe, user)
-        return self._decode(user, *await pipe.execute())
+        raw = await self._read_script(keys=self._read_keys(user))
+        return self._decode(user, *raw)
 
     async def mark_unreachable(self, user: UserKey) -> None:
         """The chat platform cannot reach the user (a 403): nothing unprompted until they write again."""
@@ -144,22 +157,24 @@ class RedisStore:
     async def is_unreachable(self, user: UserKey) -> bool:
         return bool(await self.redis.exists(self.keys.user(user, UserKind.UNREACHABLE)))
 
-    def _read(self, pipe: Any, user: UserKey) -> None:
-        pipe.get(self.keys.user(user, UserKind.SESSION))
-        pipe.hgetall(self.keys.user(user, UserKind.PROFILE))
-        pipe.get(self.keys.user(user, UserKind.BALANCE))
+    def _read_keys(self, user: UserKey) -> list[str]:
+        kinds = (UserKind.SESSION, UserKind.PROFILE, UserKind.BALANCE, UserKind.UNREACHABLE)
+        return [self.keys.user(user, kind) for kind in kinds]
 
     def _decode(
         self,
         user: UserKey,
         session_raw: bytes | None,
-        profile_raw: dict[bytes, bytes],
+        profile_raw: list[bytes],
         balance_raw: bytes | None,
+        unreachable: int,
     ) -> UserState:
+        fields = dict(zip(profile_raw[::2], profile_raw[1::2], strict=True))
         return UserState(
             session=self.codec.decode_session(user, session_raw),
-            profile=self.codec.decode_profile(user, profile_raw),
+            profile=self.codec.decode_profile(user, fields),
             balance=self.codec.decode_balance(user, balance_raw),
+            unreachable=bool(unreachable),
         )
 
     async def _acquire(self, user: UserKey) -> tuple[str, UserState]:
@@ -167,12 +182,10 @@ class RedisStore:
         lock_key = self.keys.user(user, UserKind.LOCK)
         deadline = time.monotonic() + self.lock_wait
         delay = 0.005
+        keys = [*self._read_keys(user), lock_key]
         while True:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.set(lock_key, token, nx=True, px=self.lock_ms)
-            self._read(pipe, user)
-            got, *raw = await pipe.execute()
-            if got:
+            raw = await self._read_script(keys=keys, args=[token, self.lock_ms])
+            if raw:
                 try:
                     return token, self._decode(user, *raw)
                 except BaseException:

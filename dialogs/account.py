@@ -53,7 +53,7 @@ class AccountFlow(Turn):
         cached, ttl = self.cached, self.cfg.balance_cache_seconds
         if cached is not None and (self.now - cached.fetched_at).total_seconds() < ttl:
             return cached.view, None
-        view = await self.conv.insurance.balance(binding.platform, binding.member_id)
+        view = await self.insurance.balance(binding.platform, binding.member_id)
         return view, (CachedBalance(view=view, fetched_at=self.now) if ttl > 0 else None)
 
     def balance_texts(self, view: BalanceView) -> tuple[str, ...]:
@@ -137,7 +137,7 @@ class AccountFlow(Turn):
                 )
             limit = int(arg)
         try:
-            page = await self.conv.insurance.transactions(
+            page = await self.insurance.transactions(
                 binding.platform, binding.member_id, cursor=cursor, limit=limit
             )
         except InsuranceProblem as problem:
@@ -166,7 +166,7 @@ class AccountFlow(Turn):
         items: list[TransactionView] = []
         cursor = None
         for _ in range(_MAX_PAGES):
-            page = await self.conv.insurance.transactions(
+            page = await self.insurance.transactions(
                 binding.platform, binding.member_id, start=start, end=end, cursor=cursor, limit=100
             )
             items += page.items

@@ -42,8 +42,8 @@ class BindingFlow(Turn):
                 ).format(id=mask_id_number(self.profile.binding.id_number.get_secret_value()))
             )
         if self.session.state is State.BIND_CODE:
-            await self.conv.otp.discard(self.user)
-        until = await self.conv.otp.locked_until(self.user)
+            await self.otp.discard(self.user)
+        until = await self.otp.locked_until(self.user)
         if until is not None:
             return self.locked_out(until)
         return self.out(
@@ -104,7 +104,7 @@ class BindingFlow(Turn):
 
     def ranked_platforms(self, id_number: str) -> list[PlatformInfo]:
         """The platforms, those serving the ID number's region first (most specific first)."""
-        return sorted(self.conv.insurance.platforms(), key=lambda p: -p.serves(id_number))
+        return sorted(self.insurance.platforms(), key=lambda p: -p.serves(id_number))
 
     def ask_platform(
         self, session: Session, platforms: list[PlatformInfo], *, sensitive: bool = False
@@ -157,10 +157,10 @@ class BindingFlow(Turn):
 
     async def look_up(self, name: SecretStr, id_number: str, platform: PlatformName) -> Outcome:
         try:
-            match = await self.conv.insurance.find_member(platform, name.get_secret_value(), id_number)
+            match = await self.insurance.find_member(platform, name.get_secret_value(), id_number)
         except InsuranceProblem as problem:
             return await self.lookup_failed(problem, name)
-        sent = await self.conv.otp.send(self.user, match.phone, self.locale)
+        sent = await self.otp.send(self.user, match.phone, self.locale)
         at_code_step = Session(
             state=State.BIND_CODE,
             pending=PendingBind(
@@ -204,7 +204,7 @@ class BindingFlow(Turn):
     async def lookup_failed(self, problem: InsuranceProblem, name: SecretStr) -> Outcome:
         t = self.t
         if problem.code in (ProblemCode.MEMBER_NOT_FOUND, ProblemCode.IDENTITY_MISMATCH):
-            until = await self.conv.otp.record_failure(self.user)
+            until = await self.otp.record_failure(self.user)
             if until is not None:
                 return self.locked_out(until)
         if problem.code is ProblemCode.MEMBER_NOT_FOUND:
@@ -274,7 +274,7 @@ class BindingFlow(Turn):
     async def cmd_resend(self, _arg: str = "") -> Outcome:
         if self.session.state is not State.BIND_CODE:
             return self.out(self.t.gettext("There is no code to resend. Send /bind to start binding."))
-        sent = await self.conv.otp.resend(self.user, self.locale)
+        sent = await self.otp.resend(self.user, self.locale)
         if isinstance(sent, CodeRefused):
             return self.refused(sent)
         return self.code_step(sent, self.session)
@@ -298,7 +298,7 @@ class BindingFlow(Turn):
             or pending.phone is None
         ):  # the session lost its pending part: start over
             return await self.cmd_bind()
-        check = await self.conv.otp.verify(self.user, code)
+        check = await self.otp.verify(self.user, code)
         match check.verdict:
             case Verdict.OK:
                 binding = Binding(

@@ -34,7 +34,7 @@ from dialogs.ports import (
     OtpPort,
     UserStore,
 )
-from dialogs.turn import BIND_STATES, DialogSettings
+from dialogs.turn import BIND_STATES, DialogSettings, NeedsGuard
 
 __all__ = ["Conversation", "DialogSettings"]
 
@@ -69,7 +69,9 @@ class Conversation:
     async def handle(self, inbound: Inbound) -> tuple[Reply, ...]:
         """The replies to one message. Never raises: a failure becomes an apology, and is logged."""
         try:
-            outcome = await self.store.update(inbound.user, partial(self.step, inbound=inbound))
+            outcome = await self._read_only(inbound)
+            if outcome is None:
+                outcome = await self.store.update(inbound.user, partial(self.step, inbound=inbound))
         except Exception:
             log.exception("update failed for %s", inbound.user)
             t = self.catalogs.get(normalize_locale(inbound.locale) or self.settings.default_locale)
@@ -82,6 +84,20 @@ class Conversation:
 
     async def step(self, state: UserState, inbound: Inbound) -> Outcome:
         return await _Turn(self, state, inbound).run()
+
+    async def _read_only(self, inbound: Inbound) -> Outcome | None:
+        """Answer without the guard when the message only reads (a cached /balance, /help): the
+        step runs dry, with ports that stop it at the first call, on a peek at the state; if it
+        finishes and changes nothing, that is the answer (one round trip instead of two). Anything
+        else returns None and runs again under the guard, from a fresh read."""
+        state = await self.store.peek(inbound.user)
+        if state.unreachable or state.session != Session():
+            return None
+        try:
+            outcome = await _Turn(self, state, inbound, dry=True).run()
+        except NeedsGuard:
+            return None
+        return outcome if outcome.changes_nothing(state) else None
 
 
 class _Turn(BindingFlow, AccountFlow, AlertFlow):
@@ -224,7 +240,7 @@ class _Turn(BindingFlow, AccountFlow, AlertFlow):
         if self.session.state is State.IDLE:
             return self.out(self.t.gettext("There is nothing to cancel. /help lists what I can do."))
         if self.session.state is State.BIND_CODE:
-            await self.conv.otp.discard(self.user)
+            await self.otp.discard(self.user)
         return self.out(self.t.gettext("Cancelled. What else can I do? /help lists the commands."))
 
     async def cmd_unbind(self, _arg: str = "") -> Outcome:

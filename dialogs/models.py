@@ -134,6 +134,8 @@ class UserState(_Frozen):
     session: Session = Session()
     profile: Profile = Profile()
     balance: CachedBalance | None = None
+    unreachable: bool = False
+    """The chat platform could not reach the user; their message clears it (a write)."""
 
 
 class Outcome(_Frozen):
@@ -152,3 +154,19 @@ class Outcome(_Frozen):
     cache_balance: CachedBalance | None = None
     """Keep this balance for the configured cache time (a new binding drops any cached one)."""
     erase: bool = False
+
+    def changes_nothing(self, before: UserState) -> bool:
+        """Nothing to write: the user was and stays idle, and no record changes. Such an outcome may
+        be answered without the user's guard (it only reads)."""
+        idle = Session()
+        return (
+            before.session == idle
+            and self.session == idle
+            and not before.unreachable
+            and self.set_binding is None
+            and self.set_threshold is None
+            and not self.clear_threshold
+            and self.set_lang is None
+            and self.cache_balance is None
+            and not self.erase
+        )

@@ -204,6 +204,10 @@ Step = Callable[[UserState], Awaitable[Outcome]]
 
 
 class UserStore(Protocol):
+    async def peek(self, user: UserKey) -> UserState:
+        """The user's state as it is now, without the guard (for a step that turns out to only read)."""
+        ...
+
     async def update(self, user: UserKey, step: Step) -> Outcome:
         """Load the user's state, run ``step`` on it and save what it decided, with no other update
         for the same user interleaved (in this process or any other). If ``step`` raises, nothing

@@ -10,26 +10,95 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from pydantic import SecretStr
+
 from dialogs.i18n import Translator, normalize_locale
 from dialogs.intents import normalize
 from dialogs.masking import mask_id_number
 from dialogs.models import (
+    BalanceView,
     Binding,
     CachedBalance,
     Inbound,
+    MemberId,
     Outcome,
+    PlatformName,
     Reply,
     Session,
     State,
+    UserKey,
     UserState,
 )
 from dialogs.ports import (
+    CodeCheck,
+    CodeRefused,
+    CodeSent,
+    InsurancePort,
     InsuranceProblem,
+    MemberMatch,
+    OtpPort,
+    PlatformInfo,
     ProblemCode,
+    TransactionsPage,
 )
 
 if TYPE_CHECKING:
     from dialogs.machine import Conversation
+
+
+class NeedsGuard(Exception):
+    """A dry run reached a port: the step must run under the user's guard."""
+
+
+class _DryInsurance:
+    """Stands in for the insurance port during a dry run: nothing is asked."""
+
+    def platforms(self) -> tuple[PlatformInfo, ...]:
+        raise NeedsGuard
+
+    async def find_member(self, platform: PlatformName, name: str, id_number: str) -> MemberMatch:
+        raise NeedsGuard
+
+    async def balance(self, platform: PlatformName, member_id: MemberId) -> BalanceView:
+        raise NeedsGuard
+
+    async def transactions(
+        self,
+        platform: PlatformName,
+        member_id: MemberId,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 20,
+    ) -> TransactionsPage:
+        raise NeedsGuard
+
+
+class _DryOtp:
+    """Stands in for the SMS-code port during a dry run: every call has an effect, so none is made."""
+
+    async def locked_until(self, user: UserKey) -> datetime | None:
+        raise NeedsGuard
+
+    async def record_failure(self, user: UserKey) -> datetime | None:
+        raise NeedsGuard
+
+    async def send(self, user: UserKey, phone: SecretStr, locale: str) -> CodeSent | CodeRefused:
+        raise NeedsGuard
+
+    async def resend(self, user: UserKey, locale: str) -> CodeSent | CodeRefused:
+        raise NeedsGuard
+
+    async def verify(self, user: UserKey, code: str) -> CodeCheck:
+        raise NeedsGuard
+
+    async def discard(self, user: UserKey) -> None:
+        raise NeedsGuard
+
+
+_DRY_INSURANCE = _DryInsurance()
+_DRY_OTP = _DryOtp()
 
 BIND_STATES = frozenset({State.BIND_NAME, State.BIND_ID, State.BIND_PLATFORM, State.BIND_CODE})
 
@@ -50,8 +119,10 @@ class DialogSettings:
 class Turn:
     """The base of the flows (``binding``, ``account``, ``alerts``) that ``machine._Turn`` combines."""
 
-    def __init__(self, conv: Conversation, state: UserState, inbound: Inbound) -> None:
+    def __init__(self, conv: Conversation, state: UserState, inbound: Inbound, *, dry: bool = False) -> None:
         self.conv = conv
+        self.insurance: InsurancePort = _DRY_INSURANCE if dry else conv.insurance
+        self.otp: OtpPort = _DRY_OTP if dry else conv.otp
         self.cfg = conv.settings
         self.user = inbound.user
         self.session = state.session
