@@ -152,6 +152,12 @@ def test_the_whole_conversation_in_chinese_and_english(
     bind(zh, bot, "normal", zh=True)
     assert "个人账户：¥" in converse(zh, "/balance", "个人账户")
     assert "个人账户：¥" in converse(zh, "我的医保还剩多少?", "个人账户")
+    before = len(zh.inbox)
+    zh.says("/chart")
+    chart = zh.wait_for(lambda sent: sent.photo is not None, after=before, timeout=20)
+    assert chart.photo is not None
+    assert chart.photo.startswith(b"\x89PNG")
+    assert "近 12 个月" in (chart.caption or "")
     assert "¥100.00" in converse(zh, "/alert 100", "¥100.00")
     before = len(zh.inbox)
     zh.says("/unbind")
