@@ -142,20 +142,13 @@ class RedisStore:
             return outcome
 
     async def peek(self, user: UserKey) -> UserState:
-        """The user's state without taking the guard: one round trip."""
-        return await self.load(user)
-
-    async def load(self, user: UserKey) -> UserState:
-        """The user's state without taking the guard (for reading only)."""
+        """The user's state without taking the guard (for reading only): one round trip."""
         raw = await self._read_script(keys=self._read_keys(user))
         return self._decode(user, *raw)
 
     async def mark_unreachable(self, user: UserKey) -> None:
         """The chat platform cannot reach the user (a 403): nothing unprompted until they write again."""
         await self.redis.set(self.keys.user(user, UserKind.UNREACHABLE), b"1")
-
-    async def is_unreachable(self, user: UserKey) -> bool:
-        return bool(await self.redis.exists(self.keys.user(user, UserKind.UNREACHABLE)))
 
     def _read_keys(self, user: UserKey) -> list[str]:
         kinds = (UserKind.SESSION, UserKind.PROFILE, UserKind.BALANCE, UserKind.UNREACHABLE)

@@ -20,8 +20,3 @@ def mask_phone(phone: str) -> str:
 def mask_id_number(id_number: str) -> str:
     """``110101199003071234`` -> ``110***********1234``."""
     return _mask(id_number)
-
-
-def mask_name(name: str) -> str:
-    """``张伟`` -> ``*伟``, ``欧阳娜娜`` -> ``***娜``: the family name goes, the last character stays."""
-    return "*" * (len(name) - 1) + name[-1:] if name else ""

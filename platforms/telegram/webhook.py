@@ -52,7 +52,6 @@ class WebhookServer:
         )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
-        self.in_flight = 0
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._server.serve(), name="telegram-webhook")
@@ -61,12 +60,6 @@ class WebhookServer:
                 self._task.result()  # raises why it could not start (the port is taken...)
                 raise RuntimeError("the webhook server stopped while starting")
             await asyncio.sleep(0.01)
-
-    @property
-    def port(self) -> int:
-        """The port it listens on (useful when started on port 0)."""
-        servers = self._server.servers
-        return int(servers[0].sockets[0].getsockname()[1]) if servers else 0
 
     async def stop(self) -> None:
         """Stop accepting; requests in flight are answered first."""
@@ -89,7 +82,6 @@ class WebhookServer:
             data = json.loads(body)
         except ValueError:
             return JSONResponse({"ok": False}, status_code=400)
-        self.in_flight += 1
         try:
             await self.adapter.process(data)
         except Exception as e:
@@ -97,6 +89,4 @@ class WebhookServer:
             # The error's text may quote the update, so only its type is logged.
             update_id = data.get("update_id") if isinstance(data, dict) else None
             log.error("skipped update %s that could not be handled: %s", update_id, type(e).__name__)
-        finally:
-            self.in_flight -= 1
         return JSONResponse({"ok": True})

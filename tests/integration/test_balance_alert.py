@@ -97,7 +97,7 @@ async def test_alert_forms(harness: Harness, text: str, amount: str) -> None:
     await harness.bind(person("normal"))
     assert f"drops below {amount}" in await harness.say(text)
     assert f"below {amount}" in await harness.say("/alert")
-    state = await harness.runtime.store.load(UserKey("console:alice"))
+    state = await harness.runtime.store.peek(UserKey("console:alice"))
     assert state.profile.threshold is not None
     assert f"¥{state.profile.threshold:,.2f}" == amount
 

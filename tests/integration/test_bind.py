@@ -23,7 +23,7 @@ async def test_bind_happy_path_stores_binding_encrypted(harness: Harness) -> Non
     assert sms[0]["to"] == who.phone
     done = await harness.say(harness.last_code())
     assert f"ID {who.id_number[:3]}***********{who.id_number[-4:]}" in done
-    state = await harness.runtime.store.load(UserKey("console:alice"))
+    state = await harness.runtime.store.peek(UserKey("console:alice"))
     assert state.profile.binding is not None
     assert state.profile.binding.id_number.get_secret_value() == who.id_number
     assert state.profile.binding.phone.get_secret_value() == who.phone

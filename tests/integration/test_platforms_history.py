@@ -33,7 +33,7 @@ async def test_bind_asks_which_platform_proposing_the_ids_region_first(make_harn
     assert "middle of binding" in await harness.say("/balance")
     assert "Step 3 of 3" in await harness.say("/platform beijing")  # the second choice
     await harness.say(harness.last_code())
-    state = await harness.runtime.store.load(UserKey("console:alice"))
+    state = await harness.runtime.store.peek(UserKey("console:alice"))
     assert state.profile.binding is not None
     assert state.profile.binding.platform == "beijing"
     assert "Personal account" in await harness.say("/balance")

@@ -44,7 +44,7 @@ async def test_fifty_concurrent_updates_from_two_instances_lose_nothing(
     try:
         a, b = make_store(redis, key), make_store(other, key)
         await asyncio.gather(*(store.update(USER, increment) for store in [a, b] * 25))
-        state = await a.load(USER)
+        state = await a.peek(USER)
         assert state.profile.threshold == Decimal(50)
         assert await redis.exists(Keys().user(USER, UserKind.LOCK)) == 0
     finally:
@@ -58,7 +58,7 @@ async def test_fifty_concurrent_messages_leave_one_consistent_session(make_harne
     amounts = list(range(1, 51))
     await asyncio.gather(*((one if n % 2 else two).say(f"/alert {n}") for n in amounts))
     shown = await one.say("/alert")
-    state = await one.runtime.store.load(UserKey("console:alice"))
+    state = await one.runtime.store.peek(UserKey("console:alice"))
     assert state.profile.threshold is not None
     assert int(state.profile.threshold) in amounts
     assert f"below ¥{state.profile.threshold:,.2f}" in shown
@@ -101,7 +101,7 @@ async def test_a_failing_step_writes_nothing_and_frees_the_guard(redis: aioredis
         await store.update(USER, boom)
     assert await redis.keys("*") == []
     await store.update(USER, increment)
-    assert (await store.load(USER)).profile.threshold == 1
+    assert (await store.peek(USER)).profile.threshold == 1
 
 
 async def test_sessions_expire_when_idle_and_idle_ones_are_not_kept(redis: aioredis.Redis) -> None:
@@ -134,7 +134,7 @@ async def test_a_session_from_another_key_is_dropped_not_fatal(redis: aioredis.R
         return Outcome(replies=(), session=Session(state=State.BIND_ID, pending=pending))
 
     await make_store(redis, new_key_text()).update(USER, to_bind)
-    state = await make_store(redis, new_key_text()).load(USER)
+    state = await make_store(redis, new_key_text()).peek(USER)
     assert state.session == Session()
 
 
@@ -166,7 +166,7 @@ async def test_unbind_needs_a_yes(harness: Harness) -> None:
     assert "binding stays" in await harness.say("no")
     await harness.say("/unbind")
     assert "Cancelled" in await harness.say("/cancel")
-    assert (await harness.runtime.store.load(UserKey("console:alice"))).profile.binding is not None
+    assert (await harness.runtime.store.peek(UserKey("console:alice"))).profile.binding is not None
     await harness.say("/unbind")
     assert "erased" in await harness.say("/unbind yes")  # the button
 
