@@ -31,7 +31,6 @@ from dialogs.models import PlatformName
 from dialogs.ports import Clock, PlatformInfo
 from insurance.client import ClientPolicy, HttpPlatformClient
 from insurance.sandbox import SandboxPlatform
-from insurance.server import create_app
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +126,9 @@ def build_platforms(
     platforms = []
     for p in settings.insurance.platforms:
         if p.kind == "sandbox":
+            # The server (FastAPI) only for a sandbox: a deployment of http platforms need not load it.
+            from insurance.server import create_app
+
             sandbox = SandboxPlatform.from_file(p.sandbox_data, clock=clock.now)
             key = secrets.token_bytes(32)
             app = create_app(sandbox, keys={"in-process": key}, clock=clock.now, admin=False)

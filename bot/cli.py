@@ -11,7 +11,9 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Coroutine
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from bot import sandbox_cli
 from bot.config import ConfigError, Settings, load_settings
@@ -95,8 +97,7 @@ def cmd_config_check(path: str | None) -> int:
 
 
 def cmd_chat(settings: Settings, lang: str | None) -> int:
-    from bot.app import StartupError, build_runtime
-    from bot.embedded_redis import DataDirBusy, RedisBinaryNotFound, RedisStartError
+    from bot.app import build_runtime
     from bot.logs import setup_logging
     from dialogs.i18n import normalize_locale
     from platforms.console import ConsoleAdapter
@@ -114,9 +115,25 @@ def cmd_chat(settings: Settings, lang: str | None) -> int:
         finally:
             await runtime.aclose()
 
+    return _run_async(chat())
+
+
+def _run_async(main: Coroutine[Any, Any, None], *also: type[Exception]) -> int:
+    """Run a command's coroutine: a failure to start is one line on stderr and exit 1; Ctrl-C, 130."""
+    from bot.app import StartupError
+    from bot.embedded_redis import DataDirBusy, RedisBinaryNotFound, RedisStartError
+
+    errors: tuple[type[Exception], ...] = (
+        StartupError,
+        RedisBinaryNotFound,
+        DataDirBusy,
+        RedisStartError,
+        OSError,
+        *also,
+    )
     try:
-        asyncio.run(chat())
-    except (StartupError, RedisBinaryNotFound, DataDirBusy, RedisStartError, OSError) as e:
+        asyncio.run(main)
+    except errors as e:
         print(f"yibao: cannot start: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -137,23 +154,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_run(settings: Settings) -> int:
-    from telegram.error import InvalidToken, TelegramError
+    from telegram.error import TelegramError
 
-    from bot.app import StartupError
-    from bot.embedded_redis import DataDirBusy, RedisBinaryNotFound, RedisStartError
     from bot.logs import setup_logging
     from bot.run import serve
 
     setup_logging(settings.logging.level, settings.logging.file)
-    try:
-        asyncio.run(serve(settings))
-    except InvalidToken:
-        print("yibao: cannot start: Telegram does not accept telegram.token", file=sys.stderr)
-        return 1
-    except (StartupError, RedisBinaryNotFound, DataDirBusy, RedisStartError, TelegramError, OSError) as e:
-        print(f"yibao: cannot start: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return _run_async(serve(settings), TelegramError)
 
 
 if __name__ == "__main__":  # pragma: no cover

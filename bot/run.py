@@ -11,6 +11,8 @@ import logging
 import signal
 import time
 
+from telegram.error import InvalidToken
+
 from bot.app import StartupError, build_runtime
 from bot.config import Settings, read_secret
 from platforms.telegram.adapter import TelegramAdapter, TelegramOptions
@@ -56,7 +58,10 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     tg = settings.telegram
     webhook: WebhookServer | None = None
     try:
-        await adapter.start()
+        try:
+            await adapter.start()
+        except InvalidToken:
+            raise StartupError("Telegram does not accept telegram.token") from None
         if tg.mode == "polling":
             await adapter.start_polling()
         else:
