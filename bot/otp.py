@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 _HOUR = 3600.0
 _CODE_FIELDS = ("code", "nonce", "exp", "tries")
-_PHONE_FIELDS = ("phone", "pd", "masked")
+_PHONE_FIELDS = ("phone",)
 
 # KEYS: the phone's send log (a sorted set of send times). ARGV: now, window, limit, member.
 # Returns -1 when the send is allowed (and recorded), else the time of the oldest send in the window.
@@ -121,13 +121,9 @@ class OtpService:
     def _dt(self, ts: float) -> datetime:
         return datetime.fromtimestamp(ts, tz=self.clock.now().tzinfo)
 
-    def _phone_fields(self, user: UserKey, phone: str, digest: str, masked: str) -> dict[str, str]:
+    def _phone_field(self, user: UserKey, phone: str) -> dict[str, str]:
         """The phone a pending code goes to: encrypted, for /resend."""
-        return {
-            "phone": self.cipher.encrypt(phone, context=f"otp-phone|{user}"),
-            "pd": digest,
-            "masked": masked,
-        }
+        return {"phone": self.cipher.encrypt(phone, context=f"otp-phone|{user}")}
 
     def _hash(self, user: UserKey, nonce: str, code: str) -> str:
         return self.cipher.digest(f"{user}\x00{nonce}\x00{code}", purpose="otp")
@@ -182,7 +178,7 @@ class OtpService:
         # The interval spaces codes to one phone; a bind for another member is not a resend.
         if now - last < lim.resend_interval_seconds and record.get("sent_pd") == digest:
             # Keep the phone so that /resend works once the wait is over.
-            await self._save(user, self._phone_fields(user, phone, digest, masked))
+            await self._save(user, self._phone_field(user, phone))
             return CodeRefused(Refusal.TOO_SOON, self._dt(last + lim.resend_interval_seconds), masked)
         sends = self._times(record, "sends", now - _HOUR)
         if len(sends) >= lim.max_per_hour_per_user:
@@ -206,7 +202,7 @@ class OtpService:
                 "sent": repr(now),
                 "sent_pd": digest,
                 "sends": json.dumps([*sends, now]),
-                **self._phone_fields(user, phone, digest, masked),
+                **self._phone_field(user, phone),
             },
         )
         t = self.catalogs.get(locale)

@@ -140,13 +140,10 @@ class TelegramAdapter:
             url, secret_token=secret, allowed_updates=["message", "callback_query"]
         )
 
-    async def stop_taking_updates(self) -> None:
+    async def stop(self) -> None:
+        """Stop taking updates, finish the ones in flight, then close."""
         if self.app.updater is not None and self.app.updater.running:
             await self.app.updater.stop()
-
-    async def stop(self) -> None:
-        """Finish the updates in flight, then close."""
-        await self.stop_taking_updates()
         if self.app.running:
             await self.app.stop()
         await self.app.shutdown()

@@ -14,16 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from chat_process import Chat, clean_env, demo, yibao_command
+from chat_process import Chat, clean_env, demo, free_port, yibao_command
 
 from bot.pii import new_key_text
 from insurance import wire
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -18,15 +17,9 @@ import httpx
 import pytest
 import redis
 from botapi_emulator import BotApiEmulator, FakeUser
-from chat_process import clean_env, demo, yibao_command
+from chat_process import clean_env, demo, free_port, yibao_command
 
 from bot.pii import new_key_text
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
