@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import re
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -59,7 +58,6 @@ MAX_PAGE = 100
 """The largest ``limit`` of ``transactions`` the contract allows."""
 
 _JSON = "application/json"
-_ID_OR_PHONE = re.compile(r"\d{11,17}[\dXx]?")
 _PLATFORMS_WORD = frozenset(
     {
         ErrorCode.MEMBER_NOT_FOUND,
@@ -459,7 +457,7 @@ class HttpPlatformClient:
         if problem is None:
             return self._read_bare(status, retry_after)
         code = problem.code
-        detail = _scrub(problem.detail)
+        detail = wire.scrub(problem.detail)
         error = InsuranceError(code, detail, until=problem.until, retry_after=retry_after)
         if code in _PLATFORMS_WORD:
             return _Answer(error)
@@ -527,10 +525,6 @@ class HttpPlatformClient:
 def _segment(value: str) -> str:
     """A path segment, so a member id can never reach another path."""
     return quote(value, safe="")
-
-
-def _scrub(text: str) -> str:
-    return _ID_OR_PHONE.sub("***", text)
 
 
 def _parse_problem(response: httpx.Response) -> wire.Problem | None:

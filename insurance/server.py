@@ -104,8 +104,6 @@ _MEMBER_ID = Annotated[
         },
     ),
 ]
-# An ID number (17 digits and a check character) or a mainland mobile number, or anything as long.
-_SENSITIVE = re.compile(r"\d[\dXx]{10,}")
 
 DESCRIPTION = f"""\
 How Yibao, the chat bot for checking a medical-insurance (医保) balance, talks to an insurance
@@ -188,10 +186,6 @@ class MaintenanceRequest(_AdminModel):
 # --- problems -----------------------------------------------------------------------------------
 
 
-def _scrub(text: str) -> str:
-    return _SENSITIVE.sub("***", text)
-
-
 def _problem_of(error: InsuranceError, status: int | None = None) -> wire.Problem:
     """The problem document for a platform error (also used for a batch item)."""
     status = status or wire.STATUS_OF.get(error.code, 500)
@@ -200,7 +194,7 @@ def _problem_of(error: InsuranceError, status: int | None = None) -> wire.Proble
         title=http.HTTPStatus(status).phrase,
         status=status,
         code=error.code,
-        detail=_scrub(error.detail),
+        detail=wire.scrub(error.detail),
         until=error.until,
         retry_after=retry_after,
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Literal
@@ -107,6 +108,16 @@ class Health(BaseModel):
     status: Literal["ok", "degraded"]
     regions_in_maintenance: list[str] = []
     time: AwareDatetime
+
+
+_PERSONAL = re.compile(r"\d[\dXx]{10,}")
+"""An ID number (17 digits and a check character), a mobile number, or any digit run as long."""
+
+
+def scrub(text: str) -> str:
+    """A problem's detail with anything shaped like an ID or phone number taken out: details are
+    logged and shown, and must not carry what a lookup was about."""
+    return _PERSONAL.sub("***", text)
 
 
 def canonical_request(method: str, path: str, query: str, timestamp: str, nonce: str, body: bytes) -> bytes:
