@@ -49,6 +49,7 @@ class Runtime:
     store: RedisStore
     otp: OtpService
     conversation: Conversation
+    insurance: PlatformRegistry
     embedded: EmbeddedRedis | None = None
     clients: dict[str, HttpPlatformClient] = field(default_factory=dict)
     sandboxes: dict[str, SandboxPlatform] = field(default_factory=dict)
@@ -224,4 +225,15 @@ async def build_runtime(
         ),
         charts=MatplotlibCharts(),
     )
-    return Runtime(settings, redis, keys, store, otp, conversation, embedded, clients, sandboxes)
+    return Runtime(
+        settings,
+        redis,
+        keys,
+        store,
+        otp,
+        conversation,
+        insurance,
+        embedded=embedded,
+        clients=clients,
+        sandboxes=sandboxes,
+    )

@@ -1,6 +1,7 @@
 """``yibao``: the command line.
 
-``yibao chat`` talks to Yibao in the terminal; ``yibao config check`` validates a config file;
+``yibao chat`` talks to Yibao in the terminal; ``yibao run`` runs it on Telegram; ``yibao worker``
+runs only the alert checks and sender; ``yibao config check`` validates a config file;
 ``yibao sandbox ...`` lists the sandbox's fictional people, serves the sandbox over HTTP and changes a
 running one (:mod:`bot.sandbox_cli`).
 """
@@ -51,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="run the Telegram bot (telegram.mode: polling, or webhook behind a load balancer)",
     )
+    sub.add_parser(
+        "worker",
+        parents=[common],
+        help="run only the alert checks and sender; any number of them share the work through Redis",
+    )
 
     config = sub.add_parser("config", help="work with the config file")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -99,6 +105,7 @@ def cmd_config_check(path: str | None) -> int:
 def cmd_chat(settings: Settings, lang: str | None) -> int:
     from bot.app import build_runtime
     from bot.logs import setup_logging
+    from bot.worker import AlertWorker
     from dialogs.i18n import normalize_locale
     from platforms.console import ConsoleAdapter
 
@@ -110,9 +117,17 @@ def cmd_chat(settings: Settings, lang: str | None) -> int:
 
     async def chat() -> None:
         runtime = await build_runtime(settings, show_sms=adapter.show_sms)
+        stop = asyncio.Event()
+        alerts = None
+        if settings.alerts.enabled:
+            # The terminal's alerts arrive unprompted, between the messages.
+            alerts = asyncio.create_task(AlertWorker(runtime, {adapter.platform: adapter}).run(stop))
         try:
             await adapter.run(runtime.conversation.handle)
         finally:
+            stop.set()
+            if alerts is not None:
+                await alerts
             await runtime.aclose()
 
     return _run_async(chat())
@@ -150,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         return sandbox_cli.run(settings, args)
     if args.command == "run":
         return cmd_run(settings)
+    if args.command == "worker":
+        return cmd_worker(settings)
     return cmd_chat(settings, args.lang)
 
 
@@ -161,6 +178,16 @@ def cmd_run(settings: Settings) -> int:
 
     setup_logging(settings.logging.level, settings.logging.file)
     return _run_async(serve(settings), TelegramError)
+
+
+def cmd_worker(settings: Settings) -> int:
+    from telegram.error import TelegramError
+
+    from bot.logs import setup_logging
+    from bot.run import work
+
+    setup_logging(settings.logging.level, settings.logging.file)
+    return _run_async(work(settings), TelegramError)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,6 +18,7 @@ from functools import partial
 from pydantic import SecretStr, ValidationError
 
 from bot.pii import PiiCipher, PiiError
+from dialogs.crossing import AlertFacts
 from dialogs.models import (
     Binding,
     CachedBalance,
@@ -103,6 +104,17 @@ class StateCodec:
             )
         except (ValueError, PiiError, ValidationError):
             return None  # a cache: not worth failing for
+
+    # -- alerts waiting in the outbox ----------------------------------------------------------
+    # A balance, a threshold and where the user last paid: financial data, so encrypted like the rest.
+
+    def encode_alert(self, user: UserKey, facts: AlertFacts) -> str:
+        return self.cipher.encrypt(facts.model_dump_json(), context=f"alert|{user}")
+
+    def decode_alert(self, user: UserKey, raw: bytes | str) -> AlertFacts:
+        """Raises ``PiiError`` or ``ValueError`` for a record that is not this user's alert."""
+        token = raw.decode() if isinstance(raw, bytes) else raw
+        return AlertFacts.model_validate_json(self.cipher.decrypt(token, context=f"alert|{user}"))
 
     # -- profile -------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import re
 import tomllib
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import UTC, datetime, time
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -38,6 +39,7 @@ from pydantic_settings import (
 )
 
 from bot.pii import parse_key
+from insurance.wire import MAX_BATCH
 
 ENV_CONFIG = "YIBAO_CONFIG"
 DEFAULT_CONFIG = Path("config.toml")
@@ -183,6 +185,70 @@ class InsuranceSettings(_Section):
 
 class AlertSettings(_Section):
     max_threshold: Annotated[Decimal, Field(gt=0, le=10_000_000, decimal_places=2)] = Decimal("50000")
+    enabled: bool = True
+    """Run the checks and the sender in ``yibao run`` and ``yibao chat`` too (``yibao worker`` always does)."""
+    every_seconds: Annotated[int, Field(ge=1, le=31 * 86400)] = 6 * 3600
+    """A round of checks starts at every multiple of this (Unix time), unless ``cron`` is set."""
+    cron: str | None = None
+    """Rounds at the times of this cron expression instead, in ``general.timezone`` ("0 9,18 * * *")."""
+    jitter_seconds: Annotated[int, Field(ge=0, le=31 * 86400)] = 1800
+    """Each user is checked at their own fixed offset, up to this long after a round starts."""
+    quiet_hours: str = "22:00-08:00"
+    """No alert is sent in these hours (``general.timezone``); one found then goes when they end. "" for none."""
+    batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH)] = MAX_BATCH
+    """Users checked together (one batch balance call per insurance platform)."""
+    platform_concurrency: Annotated[int, Field(ge=1, le=256)] = 4
+    """Batch balance calls in flight per insurance platform, per worker."""
+    send_rate: Annotated[float, Field(gt=0, le=1000)] = 20.0
+    """Alerts per second on each chat platform, across every worker (Telegram's bot-wide budget is
+    about 30/s, replies included)."""
+    reclaim_after_seconds: Annotated[float, Field(ge=0.5, le=3600)] = 60.0
+    """A batch or an alert taken by a worker that stopped (crashed) is taken over after this long."""
+    poll_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
+    """How often a worker looks for users whose check is due."""
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from cronsim import CronSim, CronSimError
+
+        try:
+            CronSim(value, datetime.now(UTC))
+        except CronSimError as e:
+            raise ValueError(f"not a cron expression ({e})") from None
+        return value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet(cls, value: str) -> str:
+        parse_quiet_hours(value)
+        return value
+
+    @model_validator(mode="after")
+    def _jitter_fits(self) -> AlertSettings:
+        if self.cron is None and self.jitter_seconds >= self.every_seconds:
+            raise ValueError(
+                "jitter_seconds must be less than every_seconds (a round must end before the next)"
+            )
+        return self
+
+
+def parse_quiet_hours(value: str) -> tuple[time, time] | None:
+    """``"22:00-08:00"`` -> (22:00, 08:00); ``""`` -> None. Raises ``ValueError``."""
+    if not value.strip():
+        return None
+    start, sep, end = value.partition("-")
+    try:
+        if not sep:
+            raise ValueError
+        bounds = (time.fromisoformat(start.strip()), time.fromisoformat(end.strip()))
+    except ValueError:
+        raise ValueError(f'quiet hours look like "22:00-08:00", not {value!r}') from None
+    if bounds[0] == bounds[1]:
+        raise ValueError("quiet hours must not start and end at the same time")
+    return bounds
 
 
 class LoggingSettings(_Section):

@@ -18,6 +18,7 @@ from dialogs.ports import (
     TransactionsPage,
     TransactionView,
 )
+from insurance import wire
 from insurance.models import (
     Balance,
     ErrorCode,
@@ -35,6 +36,8 @@ class ContractClient(Protocol):
     async def lookup(self, query: MemberLookup) -> Member: ...
 
     async def balance(self, member_id: str) -> Balance: ...
+
+    async def balances(self, member_ids: Sequence[str]) -> list[wire.BatchBalanceItem]: ...
 
     async def transactions(
         self,
@@ -59,6 +62,17 @@ _PROBLEMS = {
 def _problem(error: InsuranceError) -> InsuranceProblem:
     code = _PROBLEMS.get(error.code, ProblemCode.UNAVAILABLE)
     return InsuranceProblem(code, until=error.until, retry_after=error.retry_after)
+
+
+def _view(b: Balance) -> BalanceView:
+    return BalanceView(
+        personal_account=b.personal_account,
+        pooled_used=b.pooled_used,
+        pooled_remaining=b.pooled_remaining,
+        pooled_year=b.pooled_year,
+        as_of=b.as_of,
+        stale=b.sync_status is SyncStatus.DELAYED,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,14 +117,33 @@ class PlatformRegistry:
             raise _problem(e) from None
         except ValidationError:
             raise InsuranceProblem(ProblemCode.UNAVAILABLE) from None
-        return BalanceView(
-            personal_account=b.personal_account,
-            pooled_used=b.pooled_used,
-            pooled_remaining=b.pooled_remaining,
-            pooled_year=b.pooled_year,
-            as_of=b.as_of,
-            stale=b.sync_status is SyncStatus.DELAYED,
-        )
+        return _view(b)
+
+    async def balances(
+        self, platform: PlatformName, member_ids: Sequence[MemberId]
+    ) -> list[BalanceView | InsuranceProblem]:
+        """Many members' balances (the alert checks), in order: each one's balance or its problem.
+        Never raises for the platform's sake: a platform that is down gives every member a problem."""
+        try:
+            client = self._client(platform)
+            items = await client.balances(member_ids)
+        except InsuranceProblem as e:
+            return [e] * len(member_ids)
+        except InsuranceError as e:
+            return [_problem(e)] * len(member_ids)
+        except ValidationError:
+            return [InsuranceProblem(ProblemCode.UNAVAILABLE)] * len(member_ids)
+        out: list[BalanceView | InsuranceProblem] = []
+        for item in items:
+            if item.balance is not None:
+                out.append(_view(item.balance))
+            else:
+                problem = item.problem
+                if problem is None:  # the client checked: exactly one of the two
+                    out.append(InsuranceProblem(ProblemCode.UNAVAILABLE))
+                else:
+                    out.append(_problem(InsuranceError(problem.code, retry_after=problem.retry_after)))
+        return out
 
     async def transactions(
         self,

@@ -29,6 +29,8 @@ class UserKind(StrEnum):
     """The last balance fetched (encrypted; expires after ``insurance.balance_cache_seconds``)."""
     UNREACHABLE = "unreachable"
     """The chat platform said the user cannot be reached (blocked the bot); gone when they write."""
+    SENDING = "sending"
+    """An alert for the user being sent right now, by one sender (the crossing's token; a short lease)."""
 
 
 USER_KINDS = tuple(UserKind)
@@ -45,6 +47,33 @@ class Keys:
 
     def all_user(self, user: UserKey) -> list[str]:
         return [self.user(user, kind) for kind in USER_KINDS]
+
+    # The alert machinery's shared keys, in two hash slots so each of their scripts stays in one:
+    # ``{alerts}`` (who is checked when, and the batches waiting to be checked) and ``{outbox}``.
+
+    def schedule(self) -> str:
+        """Sorted set: subscribed user -> when their next check is due (Unix ms; 0: as soon as possible)."""
+        return f"{self.prefix}:{{alerts}}:schedule"
+
+    def checks(self) -> str:
+        """Stream of batches of users due a check, shared by the workers through a consumer group."""
+        return f"{self.prefix}:{{alerts}}:checks"
+
+    def outbox(self, platform: str) -> str:
+        """Stream of alerts to send on one chat platform (``tg``, ``console``), through a consumer group."""
+        return f"{self.prefix}:{{outbox}}:{platform}"
+
+    def outbox_later(self, platform: str) -> str:
+        """Sorted set: alerts held back by the quiet hours -> when they may go (Unix ms)."""
+        return f"{self.prefix}:{{outbox}}:{platform}:later"
+
+    def outbox_pace(self, platform: str) -> str:
+        """The next free send time on the platform, shared by every sender (Redis server time, µs)."""
+        return f"{self.prefix}:{{outbox}}:{platform}:pace"
+
+    def outbox_dropped(self) -> str:
+        """Stream (capped) of alerts that were not sent, and why: the record an operator can read."""
+        return f"{self.prefix}:{{outbox}}:dropped"
 
     def phone_sends(self, phone_digest: str) -> str:
         """SMS codes sent to one phone in the last hour, keyed by the phone's keyed hash."""

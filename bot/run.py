@@ -1,12 +1,14 @@
-"""``yibao run``: the bot on Telegram, polling or behind a webhook, in one process.
+"""``yibao run``: the bot on Telegram, polling or behind a webhook, with the alert work beside it,
+in one process; ``yibao worker``: the alert work alone (checks, and sending on Telegram).
 
-SIGTERM or SIGINT: stop taking updates, finish the ones in flight, close Redis and the platforms'
-connections, return (exit 0).
+SIGTERM or SIGINT: stop taking updates, finish the ones in flight (and the alert work in hand),
+close Redis and the platforms' connections, return (exit 0).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import time
@@ -15,16 +17,20 @@ from telegram.error import InvalidToken
 
 from bot.app import StartupError, build_runtime
 from bot.config import Settings, read_secret
+from bot.worker import AlertWorker
+from dialogs.ports import Outlet
 from platforms.telegram.adapter import TelegramAdapter, TelegramOptions
 from platforms.telegram.webhook import WebhookServer
 
 log = logging.getLogger(__name__)
 
 
-def telegram_options(settings: Settings) -> TelegramOptions:
+def telegram_options(settings: Settings, *, required: bool = True) -> TelegramOptions | None:
     tg = settings.telegram
     token = read_secret(tg.token, tg.token_file)
     if token is None:
+        if not required:
+            return None
         raise StartupError(
             "yibao run needs telegram.token (or telegram.token_file, or YIBAO_TELEGRAM__TOKEN)"
         )
@@ -43,6 +49,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     """Serve until ``stop`` is set (or SIGTERM/SIGINT arrive)."""
     started = time.monotonic()
     options = telegram_options(settings)
+    assert options is not None
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -57,6 +64,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     )
     tg = settings.telegram
     webhook: WebhookServer | None = None
+    alerts: asyncio.Task[None] | None = None
     try:
         try:
             await adapter.start()
@@ -77,13 +85,55 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             )
             await webhook.start()
             await adapter.register_webhook(tg.webhook_url, secret.get_secret_value())
+        if settings.alerts.enabled:
+            alerts = asyncio.create_task(AlertWorker(runtime, {adapter.platform: adapter}).run(stop))
         log.info("serving Telegram by %s, %.2f s after start", tg.mode, time.monotonic() - started)
         await stop.wait()
         log.info("stopping: no new updates; finishing the ones in flight")
     finally:
+        stop.set()
+        if alerts is not None:
+            await alerts
         if webhook is not None:
             await webhook.stop()
         await adapter.stop()
+        await runtime.aclose()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        log.info("stopped")
+
+
+async def work(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """``yibao worker``: alert checks, and the Telegram outbox when a token is configured."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    options = telegram_options(settings, required=False)
+    runtime = await build_runtime(settings)
+    adapter: TelegramAdapter | None = None
+    try:
+        outlets: dict[str, Outlet] = {}
+        if options is None:
+            log.warning("no telegram.token: checking only; alerts for Telegram users wait in the outbox")
+        else:
+            adapter = TelegramAdapter(
+                dataclasses.replace(options, webhook=True),  # sends only: no updates taken here
+                runtime.conversation.handle,
+                catalogs=runtime.conversation.catalogs,
+                on_unreachable=runtime.store.mark_unreachable,
+                default_locale=settings.general.default_locale,
+            )
+            try:
+                await adapter.app.initialize()
+            except InvalidToken:
+                raise StartupError("Telegram does not accept telegram.token") from None
+            outlets[adapter.platform] = adapter
+        log.info("alert worker started")
+        await AlertWorker(runtime, outlets).run(stop)
+    finally:
+        if adapter is not None:
+            await adapter.app.shutdown()
         await runtime.aclose()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

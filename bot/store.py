@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from bot.codec import StateCodec
 from bot.keys import Keys, UserKind
+from dialogs.crossing import Watch
 from dialogs.models import Outcome, UserKey, UserState
 from dialogs.ports import Step
 
@@ -202,9 +203,17 @@ class RedisStore:
             if outcome.set_binding is not None:
                 sets += ["binding", self.codec.encode_binding(user, outcome.set_binding)]
             if outcome.set_threshold is not None:
-                sets += ["threshold", str(outcome.set_threshold)]
+                # A new threshold arms a new watch (a fresh crossing token), checked at the next tick.
+                sets += [
+                    "threshold",
+                    str(outcome.set_threshold),
+                    "alert",
+                    Watch(secrets.token_hex(6), False).mark(),
+                ]
+                if outcome.alert_locale is not None:
+                    sets += ["alert_lang", outcome.alert_locale]
             elif outcome.clear_threshold:
-                dels.append("threshold")
+                dels += ["threshold", "alert", "alert_sent", "alert_lang"]
             if outcome.set_lang is not None:
                 sets += ["lang", outcome.set_lang]
             session = self.codec.encode_session(user, outcome.session) or ""
@@ -215,6 +224,17 @@ class RedisStore:
                 balance = "-"  # a new binding: the cached balance was someone else's
             args = [token, "write", session, self.session_ttl_ms, balance, self.balance_ttl_ms]
             args += [len(sets) // 2, *sets, *dels]
-        if not await self._write(keys=keys, args=args):
+        if outcome.set_threshold is not None and not outcome.erase:
+            # Scheduled before the threshold is written: a check that finds no threshold drops the
+            # user, so a crash in between leaves nobody with a threshold and no checks.
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zadd(self.keys.schedule(), {user: 0})
+            await self._write(keys=keys, args=args, client=pipe)
+            written = (await pipe.execute())[1]
+        else:
+            written = await self._write(keys=keys, args=args)
+        if not written:
             log.warning("guard for %s expired before its update was saved", user)
             raise GuardLost(user)
+        if outcome.erase or outcome.clear_threshold:
+            await self.redis.zrem(self.keys.schedule(), user)

@@ -149,6 +149,9 @@ class Outcome(_Frozen):
     session: Session
     set_binding: Binding | None = None
     set_threshold: Decimal | None = None
+    alert_locale: str | None = None
+    """With ``set_threshold``: the language the user was answered in, which their alerts will speak
+    (unless they chose one with ``/lang``)."""
     clear_threshold: bool = False
     set_lang: str | None = None
     cache_balance: CachedBalance | None = None

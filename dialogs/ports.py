@@ -221,7 +221,15 @@ class Clock(Protocol):
         ...
 
 
+class Undeliverable(Exception):
+    """The chat platform will not deliver to this user, now or later (they blocked the bot, the
+    chat is gone): the message is dropped, not retried."""
+
+
 class Outlet(Protocol):
     """Where unprompted messages for a user go (the chat platform that user talks on)."""
 
-    async def deliver(self, user: UserKey, replies: tuple[Reply, ...]) -> None: ...
+    async def deliver(self, user: UserKey, replies: tuple[Reply, ...]) -> None:
+        """Returns once the platform confirmed the message. Raises ``Undeliverable`` when it never
+        will; any other exception means "not now", and the message is tried again later."""
+        ...

@@ -156,6 +156,7 @@ class Turn:
             session=session or Session(),
             set_binding=set_binding,
             set_threshold=set_threshold,
+            alert_locale=self.locale if set_threshold is not None else None,
             clear_threshold=clear_threshold,
             set_lang=set_lang,
             cache_balance=cache_balance,

@@ -33,7 +33,7 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatType, ParseMode
-from telegram.error import BadRequest, Forbidden, TelegramError
+from telegram.error import BadRequest, Forbidden, TelegramError, TimedOut
 from telegram.ext import (
     ApplicationBuilder,
     CallbackQueryHandler,
@@ -45,6 +45,7 @@ from telegram.request import BaseRequest
 
 from dialogs.i18n import Catalogs
 from dialogs.models import Inbound, Reply, UserKey
+from dialogs.ports import Undeliverable
 from platforms.telegram.ratelimit import ChatRateLimiter
 from platforms.telegram.render import CAPTION_LIMIT, as_html, split_text
 
@@ -232,8 +233,15 @@ class TelegramAdapter:
     # -- out ---------------------------------------------------------------------------------------
 
     async def deliver(self, user: UserKey, replies: tuple[Reply, ...]) -> None:
-        """An unprompted message (the ``Outlet`` port); raises ``Forbidden`` when the user is gone."""
-        await self.send(int(user.removeprefix("tg:")), replies, raise_forbidden=True)
+        """An unprompted message (the ``Outlet`` port), through the same rendering and rate limiter
+        as replies. ``Undeliverable`` when Telegram refuses it for good (blocked, chat gone); a
+        timed-out send counts as sent (it may have arrived: sending again could show it twice)."""
+        try:
+            await self.send(int(user.removeprefix("tg:")), replies, raise_refusals=True)
+        except (Forbidden, BadRequest) as e:
+            raise Undeliverable(type(e).__name__) from None
+        except TimedOut:
+            log.warning("an unprompted message to %s timed out; it may have arrived, not sent again", user)
 
     async def send(
         self,
@@ -241,7 +249,7 @@ class TelegramAdapter:
         replies: Sequence[Reply],
         *,
         note_deleted: bool = False,
-        raise_forbidden: bool = False,
+        raise_refusals: bool = False,
     ) -> None:
         try:
             for i, reply in enumerate(replies):
@@ -253,10 +261,12 @@ class TelegramAdapter:
             log.info("tg:%s cannot be reached (blocked the bot, or gone)", chat_id)
             if self.on_unreachable is not None:
                 await self.on_unreachable(user_key(chat_id))
-            if raise_forbidden:
+            if raise_refusals:
                 raise
         except BadRequest as e:
             log.error("Telegram refused a reply to tg:%s: %s", chat_id, e.message)
+            if raise_refusals:
+                raise
 
     async def _send_one(self, chat_id: int, text: str, reply: Reply) -> None:
         markup = None

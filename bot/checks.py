@@ -1,0 +1,307 @@
+"""Scheduled low-balance checks, shared by any number of workers.
+
+The schedule is a sorted set of subscribed users by the time their next check is due. Every worker
+runs ``move_due`` every ``alerts.poll_seconds``: one script takes the users now due, gives each the
+time of their check in the next round, and adds them in batches to the ``checks`` stream — so each
+user is moved once a round however many workers there are. The batches are handed out through a
+consumer group (``bot.streams``): each goes to one worker, and a batch whose worker died is taken
+over by another. Checking a batch asks each insurance platform for its members' balances in one
+call, judges each (``dialogs.crossing``), and for a crossing first writes the alert to the outbox,
+then marks the user told; a check repeated after a crash finds the same crossing token, and the
+sender recognises the repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+
+from redis.asyncio import Redis
+
+from bot.codec import StateCodec
+from bot.insurance_port import PlatformRegistry
+from bot.keys import Keys, UserKind
+from bot.outbox import Outbox
+from bot.schedule import Rounds
+from bot.streams import Entry, GroupReader
+from dialogs.crossing import AlertFacts, Spend, Verdict, Watch, judge
+from dialogs.models import BalanceView, MemberId, PlatformName, UserKey
+from dialogs.ports import Clock, InsuranceProblem
+
+log = logging.getLogger(__name__)
+
+GROUP = "checkers"
+MOVE_LIMIT_BATCHES = 10
+"""Batches moved by one run of the move script (it runs again at once while users are due)."""
+
+# KEYS: schedule, checks. ARGV: now ms, most users to move, batch size, next round's start ms,
+# jitter ms. Each user's offset in the round is a hash of their key, so it is the same every round.
+_MOVE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+if #due == 0 then return 0 end
+local base, jitter, size = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[3])
+local scores = {}
+for i, user in ipairs(due) do
+  local offset = 0
+  if jitter > 0 then offset = tonumber(string.sub(redis.sha1hex(user), 1, 8), 16) % jitter end
+  scores[#scores + 1] = string.format('%.0f', base + offset)
+  scores[#scores + 1] = user
+end
+redis.call('ZADD', KEYS[1], unpack(scores))
+for i = 1, #due, size do
+  redis.call('XADD', KEYS[2], '*', 'users', table.concat(due, ' ', i, math.min(i + size - 1, #due)))
+end
+return #due
+"""
+
+# KEYS: the user's profile. ARGV: the threshold and watch the check saw, the watch to write.
+_MARK = """
+if redis.call('HGET', KEYS[1], 'threshold') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'alert') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'alert', ARGV[3])
+return 1
+"""
+
+# KEYS: schedule. ARGV: users found without a threshold. One that just subscribed again has
+# score 0 (set with the threshold) and stays.
+_FORGET = """
+local n = 0
+for _, user in ipairs(ARGV) do
+  local score = redis.call('ZSCORE', KEYS[1], user)
+  if score and tonumber(score) > 0 then n = n + redis.call('ZREM', KEYS[1], user) end
+end
+return n
+"""
+
+
+@dataclass(slots=True)
+class CheckReport:
+    checked: int = 0
+    alerts: int = 0
+    rearmed: int = 0
+    unknown: int = 0
+    """No sure balance (a platform problem, a stale figure, no personal account): tried next round."""
+    unsubscribed: int = 0
+    unreachable: int = 0
+
+    def add(self, other: CheckReport) -> None:
+        for name in self.__slots__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass(slots=True)
+class _Subscriber:
+    user: UserKey
+    platform: PlatformName
+    member_id: MemberId
+    threshold_raw: str
+    threshold: Decimal
+    mark: str
+    watch: Watch
+    balance: BalanceView | InsuranceProblem | None = field(default=None)
+
+
+class Checker:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        keys: Keys,
+        codec: StateCodec,
+        insurance: PlatformRegistry,
+        outbox: Outbox,
+        rounds: Rounds,
+        clock: Clock,
+        consumer: str,
+        batch_size: int = 100,
+        platform_concurrency: int = 4,
+        reclaim_after_seconds: float = 60.0,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.codec = codec
+        self.insurance = insurance
+        self.outbox = outbox
+        self.rounds = rounds
+        self.clock = clock
+        self.batch_size = batch_size
+        self.concurrency = platform_concurrency
+        self.reader = GroupReader(
+            redis, keys.checks(), GROUP, consumer, reclaim_after_seconds=reclaim_after_seconds
+        )
+        self._move = redis.register_script(_MOVE)
+        self._mark = redis.register_script(_MARK)
+        self._forget = redis.register_script(_FORGET)
+        self._slots: defaultdict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(platform_concurrency)
+        )
+
+    # -- the schedule ---------------------------------------------------------------------------
+
+    async def move_due(self) -> int:
+        """Move every user now due into the checks stream; returns how many were moved."""
+        now = self.clock.now()
+        now_ms = int(now.timestamp() * 1000)
+        base_ms = int(self.rounds.next_start(now).timestamp() * 1000)
+        jitter_ms = int(self.rounds.jitter.total_seconds() * 1000)
+        limit = self.batch_size * MOVE_LIMIT_BATCHES
+        total = 0
+        while True:
+            moved = int(
+                await self._move(
+                    keys=[self.keys.schedule(), self.keys.checks()],
+                    args=[now_ms, limit, self.batch_size, base_ms, jitter_ms],
+                )
+            )
+            total += moved
+            if moved < limit:
+                return total
+
+    # -- the checks -----------------------------------------------------------------------------
+
+    async def work(self, block_ms: int = 1000) -> CheckReport:
+        """Take batches (up to ``platform_concurrency`` at once), check them, acknowledge them."""
+        entries = await self.reader.take(self.concurrency, block_ms)
+        report = CheckReport()
+        if not entries:
+            return report
+        for part in await asyncio.gather(*(self._entry(entry) for entry in entries)):
+            report.add(part)
+        return report
+
+    async def _entry(self, entry: Entry) -> CheckReport:
+        entry_id, fields = entry
+        users = [UserKey(u) for u in fields.get(b"users", b"").decode().split()]
+        report = await self.check(users)
+        pipe = self.redis.pipeline(transaction=False)
+        self.reader.done(pipe, entry_id)
+        await pipe.execute()
+        return report
+
+    async def check(self, users: list[UserKey]) -> CheckReport:
+        """Check these users now: queue an alert for each new crossing, re-arm those back above."""
+        report = CheckReport(checked=len(users))
+        subscribers, gone = await self._load(users)
+        if gone:
+            report.unsubscribed = int(await self._forget(keys=[self.keys.schedule()], args=gone))
+        by_platform: defaultdict[PlatformName, list[_Subscriber]] = defaultdict(list)
+        for s in subscribers:
+            by_platform[s.platform].append(s)
+        await asyncio.gather(*(self._fetch(platform, group) for platform, group in by_platform.items()))
+
+        crossings: list[tuple[_Subscriber, BalanceView]] = []
+        rearm: list[_Subscriber] = []
+        for s in subscribers:
+            balance = s.balance
+            if not isinstance(balance, BalanceView):
+                report.unknown += 1
+                continue
+            verdict = judge(s.threshold, s.watch, balance)
+            if verdict is Verdict.ALERT:
+                crossings.append((s, balance))
+            elif verdict is Verdict.REARM:
+                rearm.append(s)
+            elif balance.stale or balance.personal_account is None:
+                report.unknown += 1
+        if crossings:
+            sent, unreachable = await self._alert(crossings)
+            report.alerts += sent
+            report.unreachable += unreachable
+        if rearm:
+            pipe = self.redis.pipeline(transaction=False)
+            for s in rearm:
+                fresh = Watch(secrets.token_hex(6), told=False).mark()
+                await self._mark(
+                    keys=[self.keys.user(s.user, UserKind.PROFILE)],
+                    args=[s.threshold_raw, s.mark, fresh],
+                    client=pipe,
+                )
+            report.rearmed += sum(map(int, await pipe.execute()))
+        return report
+
+    async def _load(self, users: list[UserKey]) -> tuple[list[_Subscriber], list[str]]:
+        pipe = self.redis.pipeline(transaction=False)
+        for user in users:
+            pipe.hmget(self.keys.user(user, UserKind.PROFILE), "binding", "threshold", "alert", "alert_sent")
+        rows = await pipe.execute()
+        subscribers: list[_Subscriber] = []
+        gone: list[str] = []
+        for user, (binding, threshold, mark, sent) in zip(users, rows, strict=True):
+            if binding is None or threshold is None:
+                gone.append(user)
+                continue
+            try:
+                amount = Decimal(threshold.decode())
+            except InvalidOperation:
+                log.warning("ignoring an unreadable threshold for %s", user)
+                continue
+            record = json.loads(binding)  # member id and platform are not encrypted (not personal)
+            mark_text = mark.decode() if mark is not None else ""
+            subscribers.append(
+                _Subscriber(
+                    user=user,
+                    platform=PlatformName(record["platform"]),
+                    member_id=MemberId(record["member_id"]),
+                    threshold_raw=threshold.decode(),
+                    threshold=amount,
+                    mark=mark_text,
+                    watch=Watch.parse(mark_text, sent.decode() if sent is not None else None),
+                )
+            )
+        return subscribers, gone
+
+    async def _fetch(self, platform: PlatformName, group: list[_Subscriber]) -> None:
+        async with self._slots[platform]:
+            balances = await self.insurance.balances(platform, [s.member_id for s in group])
+        for s, balance in zip(group, balances, strict=True):
+            s.balance = balance
+
+    async def _alert(self, crossings: list[tuple[_Subscriber, BalanceView]]) -> tuple[int, int]:
+        """Outbox first, then the mark: a crash in between queues the same crossing again next time,
+        and the sender sends it once. Users the chat platform cannot reach get nothing queued."""
+        pipe = self.redis.pipeline(transaction=False)
+        for s, _ in crossings:
+            pipe.exists(self.keys.user(s.user, UserKind.UNREACHABLE))
+        reachable = [c for c, gone in zip(crossings, await pipe.execute(), strict=True) if not gone]
+        spends = await asyncio.gather(*(self._latest_spend(s) for s, _ in reachable))
+        found_at = self.clock.now()
+        pipe = self.redis.pipeline(transaction=False)
+        for (s, balance), spend in zip(reachable, spends, strict=True):
+            assert balance.personal_account is not None  # judge() alerts only on a personal account
+            facts = AlertFacts(
+                balance=balance.personal_account,
+                threshold=s.threshold,
+                as_of=balance.as_of,
+                latest_spend=spend,
+            )
+            self.outbox.put(pipe, s.user, s.watch.token, facts, found_at)
+        await pipe.execute()
+        pipe = self.redis.pipeline(transaction=False)
+        for s, _ in reachable:
+            told = Watch(s.watch.token, told=True).mark()
+            await self._mark(
+                keys=[self.keys.user(s.user, UserKind.PROFILE)],
+                args=[s.threshold_raw, s.mark, told],
+                client=pipe,
+            )
+        await pipe.execute()
+        for s, _ in reachable:
+            log.info("alert queued for %s (crossing %s)", s.user, s.watch.token)
+        return len(reachable), len(crossings) - len(reachable)
+
+    async def _latest_spend(self, s: _Subscriber) -> Spend | None:
+        """The member's latest payment from the personal account, if the platform tells it now."""
+        try:
+            async with self._slots[s.platform]:
+                page = await self.insurance.transactions(s.platform, s.member_id, limit=10)
+        except InsuranceProblem:
+            return None
+        for tx in page.items:
+            if tx.personal < 0:
+                return Spend(at=tx.at, place=tx.place, amount=-tx.personal)
+        return None

@@ -1,0 +1,109 @@
+"""The background work of alerts: the schedule, the checks and the senders, as loops that outlive
+a Redis or platform outage (they log, wait and go on) and stop cleanly between two pieces of work.
+
+``yibao worker`` runs only this; ``yibao run`` and ``yibao chat`` run it beside their chat platform
+(unless ``alerts.enabled`` is false). Any number of them share the work through Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Awaitable, Callable, Mapping
+from zoneinfo import ZoneInfo
+
+from redis.exceptions import RedisError
+
+from bot.app import Runtime
+from bot.checks import Checker
+from bot.outbox import Outbox, Sender
+from bot.schedule import QuietHours, Rounds
+from dialogs.ports import Outlet
+
+log = logging.getLogger(__name__)
+
+_BACKOFF_MAX = 30.0
+
+
+def consumer_name() -> str:
+    """Unique per process: a restarted worker is a new consumer, and takes over the old one's work."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class AlertWorker:
+    def __init__(self, runtime: Runtime, outlets: Mapping[str, Outlet], *, checks: bool = True) -> None:
+        settings = runtime.settings
+        alerts = settings.alerts
+        tz = ZoneInfo(settings.general.timezone)
+        clock = runtime.conversation.clock
+        consumer = consumer_name()
+        self.poll_seconds = alerts.poll_seconds
+        self.checker: Checker | None = None
+        if checks:
+            self.checker = Checker(
+                runtime.redis,
+                keys=runtime.keys,
+                codec=runtime.store.codec,
+                insurance=runtime.insurance,
+                outbox=Outbox(runtime.keys, runtime.store.codec),
+                rounds=Rounds.from_settings(alerts, tz),
+                clock=clock,
+                consumer=consumer,
+                batch_size=alerts.batch_size,
+                platform_concurrency=alerts.platform_concurrency,
+                reclaim_after_seconds=alerts.reclaim_after_seconds,
+            )
+        self.senders = [
+            Sender(
+                runtime.redis,
+                keys=runtime.keys,
+                codec=runtime.store.codec,
+                platform=platform,
+                outlet=outlet,
+                catalogs=runtime.conversation.catalogs,
+                clock=clock,
+                tz=tz,
+                default_locale=settings.general.default_locale,
+                consumer=consumer,
+                quiet=QuietHours.from_settings(alerts, tz),
+                rate=alerts.send_rate,
+                reclaim_after_seconds=alerts.reclaim_after_seconds,
+            )
+            for platform, outlet in outlets.items()
+        ]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until ``stop`` is set; the piece of work in hand is finished first."""
+        loops: list[Awaitable[None]] = []
+        checker = self.checker
+        if checker is not None:
+            loops.append(self._loop("schedule", stop, checker.move_due, pause=self.poll_seconds))
+            loops.append(self._loop("checks", stop, checker.work))
+        for sender in self.senders:
+            loops.append(self._loop(f"sender {sender.platform}", stop, sender.work))
+        await asyncio.gather(*loops)
+
+    async def _loop(
+        self, name: str, stop: asyncio.Event, step: Callable[[], Awaitable[object]], *, pause: float = 0.0
+    ) -> None:
+        failures = 0
+        while not stop.is_set():
+            try:
+                await step()
+                failures = 0
+                wait = pause
+            except (RedisError, OSError) as e:
+                failures += 1
+                wait = min(_BACKOFF_MAX, 0.5 * 2 ** min(failures, 6))
+                log.warning("%s: %s; again in %.1f s", name, type(e).__name__, wait)
+            except Exception:
+                failures += 1
+                wait = min(_BACKOFF_MAX, 0.5 * 2 ** min(failures, 6))
+                log.exception("%s failed; again in %.1f s", name, wait)
+            if wait:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), wait)
