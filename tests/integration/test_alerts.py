@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from bot.checks import Checker, CheckReport
 from bot.keys import UserKind
-from bot.outbox import SendReport, Sender
+from bot.outbox import Sender, SendReport
 from bot.worker import AlertWorker
 from dialogs.models import Binding, MemberId, Outcome, PlatformName, Reply, Session, UserKey, UserState
 from dialogs.ports import Undeliverable
@@ -175,7 +175,8 @@ async def test_unsure_figures_never_alert_nor_rearm(alerts: Alerts) -> None:
     report = await alerts.check()
     assert report.rearmed == 0
     profile = await alerts.h.redis.hget(alerts.h.runtime.keys.user(ALICE, UserKind.PROFILE), "alert")
-    assert profile is not None and profile.startswith(b"t:")
+    assert profile is not None
+    assert profile.startswith(b"t:")
 
 
 async def test_quiet_hours_hold_an_alert_until_morning(alerts: Alerts) -> None:
@@ -188,7 +189,8 @@ async def test_quiet_hours_hold_an_alert_until_morning(alerts: Alerts) -> None:
     alerts.sandbox.spend(who.member_id, Decimal(60))
     await alerts.check()
     report = await alerts.send()
-    assert report.deferred == 1 and alerts.outlet.delivered == []
+    assert report.deferred == 1
+    assert alerts.outlet.delivered == []
     alerts.h.clock.current = datetime(2026, 11, 25, 7, 59, tzinfo=SHANGHAI)
     await alerts.send()
     assert alerts.outlet.delivered == []
@@ -278,7 +280,8 @@ async def test_blocked_users_are_dropped_with_a_record_and_network_errors_retrie
     assert [(d[b"user"], d[b"reason"]) for _, d in dropped] == [(b"console:bob", b"undeliverable")]
     await asyncio.sleep(0.6)
     assert (await a.send()).sent == 1
-    assert len(a.outlet.texts()) == 1 and a.outlet.texts(bob) == []
+    assert len(a.outlet.texts()) == 1
+    assert a.outlet.texts(bob) == []
 
 
 async def test_nothing_is_queued_for_an_unreachable_user(alerts: Alerts) -> None:
