@@ -25,7 +25,6 @@ import cProfile
 import gc
 import importlib
 import io
-import json
 import os
 import platform
 import pstats
@@ -36,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -47,12 +45,10 @@ from zoneinfo import ZoneInfo
 
 import redis
 import telegram
+from benchkit import CountingConnection, NoNetworkRequest, counting_client
 from pydantic import SecretStr
-from redis.asyncio import ConnectionPool, Redis
-from redis.asyncio.connection import UnixDomainSocketConnection
 from telegram import Update
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, MessageHandler, filters
-from telegram.request import BaseRequest, RequestData
 
 from bot.app import Runtime, build_runtime
 from bot.config import Settings
@@ -76,119 +72,12 @@ from platforms.telegram.adapter import TelegramAdapter, TelegramOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "123456:AAE-bench-token-0123456789abcdefghijklmno"  # noqa: S105 - a fake bot token
-BOT_ID = 123456
 CONCURRENCY = 64
 FIRST_USER_ID = 800_000_000
 TARGET_RATIO = 0.50
 TARGET_ROUND_TRIPS = 2.0
 SANDBOX = "sandbox"
 """The platform name of the default settings' one in-process sandbox."""
-
-
-# -- the Bot API, answered in-process --------------------------------------------------------------
-
-
-class NoNetworkRequest(BaseRequest):
-    """PTB's HTTP transport, replaced: every Bot API method is answered here, without a socket.
-
-    The parameters are still serialised as ``HTTPXRequest`` serialises them (``json_parameters``) and
-    the answer is JSON bytes that PTB parses as it would Telegram's, so both sides pay the request
-    object's honest share. ``getMe`` answers a bot, ``sendMessage`` a message echoing ``chat_id`` and
-    ``text`` with a ``message_id`` counting up, anything else ``true``. ``calls`` counts per method.
-    """
-
-    def __init__(self) -> None:
-        self.calls: Counter[str] = Counter()
-        self.balance_replies = 0
-        """``sendMessage`` texts that show a personal-account balance (not an apology)."""
-        self._message_id = 0
-        self._bot = {"id": BOT_ID, "is_bot": True, "first_name": "Yibao Bench", "username": "yibao_bench_bot"}
-
-    @property
-    def read_timeout(self) -> float | None:
-        return 5.0
-
-    async def initialize(self) -> None:
-        pass
-
-    async def shutdown(self) -> None:
-        pass
-
-    async def do_request(
-        self,
-        url: str,
-        method: str,
-        request_data: RequestData | None = None,
-        read_timeout: object = None,
-        write_timeout: object = None,
-        connect_timeout: object = None,
-        pool_timeout: object = None,
-    ) -> tuple[int, bytes]:
-        api_method = url.rsplit("/", 1)[-1]
-        self.calls[api_method] += 1
-        params = request_data.json_parameters if request_data is not None else {}
-        result: object = True
-        if api_method == "getMe":
-            result = {**self._bot, "can_join_groups": True, "can_read_all_group_messages": False}
-        elif api_method == "sendMessage":
-            self._message_id += 1
-            chat_id = int(params["chat_id"])
-            text = params.get("text", "")
-            if "个人账户" in text or "Personal account" in text:
-                self.balance_replies += 1
-            result = {
-                "message_id": self._message_id,
-                "from": self._bot,
-                "chat": {"id": chat_id, "type": "private", "first_name": "用户"},
-                "date": int(time.time()),
-                "text": text,
-            }
-        return 200, json.dumps({"ok": True, "result": result}, ensure_ascii=False).encode()
-
-
-# -- Redis round trips, counted at the connection --------------------------------------------------
-
-
-@dataclass
-class RoundTrips:
-    """``sent``: request/answer exchanges with the server (one per command, pipeline or script).
-    ``handshakes``: those a new connection spends introducing itself; ``connections``: new connections."""
-
-    sent: int = 0
-    handshakes: int = 0
-    connections: int = 0
-
-    def snapshot(self) -> tuple[int, int, int]:
-        return self.sent, self.handshakes, self.connections
-
-
-class CountingConnection(UnixDomainSocketConnection):
-    """A unix-socket connection that counts round trips: every exchange goes through
-    ``send_packed_command`` once (a pipeline packs all its commands into one call, a script is one
-    ``EVALSHA``), so this counts round trips, not commands."""
-
-    stats = RoundTrips()
-    _handshaking = False
-
-    async def on_connect_check_health(self, check_health: bool = True) -> None:
-        CountingConnection.stats.connections += 1
-        self._handshaking = True
-        try:
-            await super().on_connect_check_health(check_health)
-        finally:
-            self._handshaking = False
-
-    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        if self._handshaking:
-            CountingConnection.stats.handshakes += 1
-        else:
-            CountingConnection.stats.sent += 1
-        await super().send_packed_command(command, check_health)
-
-
-def counting_client(socket_path: str) -> Redis:
-    pool = ConnectionPool(connection_class=CountingConnection, path=socket_path)
-    return Redis.from_pool(pool)
 
 
 # -- updates ---------------------------------------------------------------------------------------

@@ -65,7 +65,9 @@ def _problem(error: InsuranceError) -> InsuranceProblem:
 
 
 def _view(b: Balance) -> BalanceView:
-    return BalanceView(
+    # Built without validating again: ``b`` was validated against the contract as it arrived, and
+    # the alert sweep makes one of these per subscribed user.
+    return BalanceView.model_construct(
         personal_account=b.personal_account,
         pooled_used=b.pooled_used,
         pooled_remaining=b.pooled_remaining,

@@ -32,10 +32,10 @@ from bot.keys import Keys, UserKind
 from bot.pii import PiiError
 from bot.schedule import QuietHours
 from bot.streams import Entry, GroupReader
-from dialogs.crossing import AlertFacts, alert_replies
+from dialogs.crossing import AlertFacts, Spend, alert_replies
 from dialogs.i18n import Catalogs
-from dialogs.models import UserKey
-from dialogs.ports import Clock, Outlet, Undeliverable
+from dialogs.models import MemberId, PlatformName, UserKey
+from dialogs.ports import Clock, InsurancePort, InsuranceProblem, Outlet, Undeliverable
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,8 @@ local mark = redis.call('HGET', KEYS[1], 'alert')
 if not mark or string.sub(mark, 3) ~= ARGV[1] then return {'superseded'} end
 if redis.call('HGET', KEYS[1], 'alert_sent') == ARGV[1] then return {'duplicate'} end
 if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'busy'} end
-return {'go', redis.call('HGET', KEYS[1], 'lang') or '', redis.call('HGET', KEYS[1], 'alert_lang') or ''}
+local p = redis.call('HMGET', KEYS[1], 'lang', 'alert_lang', 'binding')
+return {'go', p[1] or '', p[2] or '', p[3] or ''}
 """
 
 # KEYS: later, stream. ARGV: now ms, most to move. Alerts whose quiet hours are over go back.
@@ -147,6 +148,7 @@ class Sender:
         default_locale: str,
         consumer: str,
         quiet: QuietHours | None = None,
+        insurance: InsurancePort | None = None,
         rate: float = 20.0,
         reclaim_after_seconds: float = 60.0,
     ) -> None:
@@ -160,6 +162,7 @@ class Sender:
         self.tz = tz
         self.default_locale = default_locale
         self.quiet = quiet
+        self.insurance = insurance
         self.stream = keys.outbox(platform)
         self.reader = GroupReader(
             redis, self.stream, GROUP, consumer, reclaim_after_seconds=reclaim_after_seconds
@@ -215,6 +218,8 @@ class Sender:
             await self._drop(entry_id, user, token, "unreadable", release=True)
             report.dropped += 1
             return
+        if facts.latest_spend is None and answer[3]:
+            facts = facts.model_copy(update={"latest_spend": await self._latest_spend(answer[3])})
         replies = alert_replies(self.catalogs.get(lang or alert_lang or self.default_locale), facts, self.tz)
         await self.pacer.wait()
         try:
@@ -235,6 +240,24 @@ class Sender:
         await pipe.execute()
         log.info("alert sent to %s (crossing %s)", user, token)
         report.sent += 1
+
+    async def _latest_spend(self, binding_json: bytes) -> Spend | None:
+        """The member's latest payment from the personal account, if the platform tells it now.
+        Asked here, at a few a second, rather than in the sweep, where it would be one call per
+        crossing among calls for a hundred users each."""
+        if self.insurance is None:
+            return None
+        record = json.loads(binding_json.decode())  # member id and platform: not personal
+        try:
+            page = await self.insurance.transactions(
+                PlatformName(record["platform"]), MemberId(record["member_id"]), limit=10
+            )
+        except InsuranceProblem:
+            return None
+        for tx in page.items:
+            if tx.personal < 0:
+                return Spend(at=tx.at, place=tx.place, amount=-tx.personal)
+        return None
 
     async def _defer(self, entry_id: bytes, fields: dict[bytes, bytes], until: datetime) -> None:
         record = json.dumps({k.decode(): v.decode() for k, v in fields.items()}, sort_keys=True)

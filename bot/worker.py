@@ -70,6 +70,7 @@ class AlertWorker:
                 default_locale=settings.general.default_locale,
                 consumer=consumer,
                 quiet=QuietHours.from_settings(alerts, tz),
+                insurance=runtime.insurance,
                 rate=alerts.send_rate,
                 reclaim_after_seconds=alerts.reclaim_after_seconds,
             )
