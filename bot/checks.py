@@ -191,6 +191,12 @@ class Checker:
         entry_id, fields = entry
         users = [UserKey(u) for u in fields.get(b"users", b"").decode().split()]
         report = await self.check(users)
+        if report.unknown:
+            log.info(
+                "%d of %d users had no sure balance (platform problem or syncing); checked again next round",
+                report.unknown,
+                report.checked,
+            )
         pipe = self.redis.pipeline(transaction=False)
         self.reader.done(pipe, entry_id)
         await pipe.execute()

@@ -26,6 +26,7 @@ from datetime import datetime, tzinfo
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError
 
 from bot.codec import StateCodec
 from bot.keys import Keys, UserKind
@@ -233,13 +234,28 @@ class Sender:
             log.warning("alert for %s not sent (%s); will try again", user, type(e).__name__)
             report.retry += 1
             return
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(self.keys.user(user, UserKind.PROFILE), "alert_sent", token)
-        pipe.delete(self.keys.user(user, UserKind.SENDING))
-        self.reader.done(pipe, entry_id)
-        await pipe.execute()
+        await self._record_sent(entry_id, user, token)
         log.info("alert sent to %s (crossing %s)", user, token)
         report.sent += 1
+
+    async def _record_sent(self, entry_id: bytes, user: UserKey, token: str) -> None:
+        """Delivered: say so in Redis, trying until it is heard. A Redis that is down now would
+        otherwise leave the entry pending, and its taking over would send the alert again."""
+        delay = 0.2
+        while True:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hset(self.keys.user(user, UserKind.PROFILE), "alert_sent", token)
+            pipe.delete(self.keys.user(user, UserKind.SENDING))
+            self.reader.done(pipe, entry_id)
+            try:
+                await pipe.execute()
+                return
+            except (RedisError, OSError) as e:
+                log.warning(
+                    "alert to %s sent but not yet recorded (%s); trying again", user, type(e).__name__
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _latest_spend(self, binding_json: bytes) -> Spend | None:
         """The member's latest payment from the personal account, if the platform tells it now.

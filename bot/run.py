@@ -103,6 +103,11 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         log.info("stopped")
 
 
+async def _no_sms(masked_to: str, text: str) -> None:
+    """The worker binds nobody, so it never sends an SMS code (and needs no SMS gateway)."""
+    raise RuntimeError("yibao worker sends no SMS codes")
+
+
 async def work(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """``yibao worker``: alert checks, and the Telegram outbox when a token is configured."""
     stop = stop or asyncio.Event()
@@ -110,7 +115,7 @@ async def work(settings: Settings, *, stop: asyncio.Event | None = None) -> None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     options = telegram_options(settings, required=False)
-    runtime = await build_runtime(settings)
+    runtime = await build_runtime(settings, show_sms=_no_sms)
     adapter: TelegramAdapter | None = None
     try:
         outlets: dict[str, Outlet] = {}
