@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 from botapi_emulator import BotApiEmulator, LoopbackServer
-from chat_process import clean_env, free_port, yibao_command
+from chat_process import clean_env, yibao_command
 from pydantic import SecretStr
 
 from bot.codec import StateCodec
@@ -67,7 +67,7 @@ class RedisProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(  # noqa: S603
+        self.proc = subprocess.Popen(
             [
                 str(find_redis_server()),
                 "--port",
@@ -184,7 +184,7 @@ class Scene:
             YIBAO_GENERAL__DATA_DIR=str(self.tmp / f"data{n}"),
             YIBAO_LOGGING__FILE=str(self.tmp / f"worker{n}.log"),
         )
-        proc = subprocess.Popen(  # noqa: S603
+        proc = subprocess.Popen(
             [*yibao_command(), "worker", "--config", str(config)],
             cwd=self.tmp,
             env=env,
