@@ -93,7 +93,7 @@ class ConsoleAdapter:
         if user != self.user:
             return
         for reply in replies:
-            self._unprompted("🔔 " + reply.text)
+            self._unprompted(reply.text)
 
     async def show_sms(self, masked_to: str, text: str) -> None:
         """The console SMS gateway: the SMS shows up in the chat, addressed to the masked number."""

@@ -93,3 +93,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_for_line(chat: Chat, needle: str, timeout: float = 30.0) -> str:
+    """The next line ``chat`` prints, unprompted, that holds ``needle`` (lines before it are dropped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        line = chat.lines.get(timeout=max(0.1, deadline - time.monotonic()))
+        if line is None:
+            raise AssertionError(f"chat ended waiting for {needle!r}: {chat.stderr()}")
+        if needle in line:
+            return line

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from chat_process import Chat, clean_env, demo, free_port, yibao_command
+from chat_process import Chat, clean_env, demo, free_port, wait_for_line, yibao_command
 
 from bot.pii import new_key_text
 from insurance import wire
@@ -188,3 +188,57 @@ deadline_seconds = 1.5
         silent.close()
         if chat.proc.poll() is None:
             chat.proc.kill()
+
+
+def test_the_alert_demo_an_alert_arrives_unprompted_once(
+    tmp_path: Path, redis_url: str, served: Served
+) -> None:
+    """The README's alert demo: a short round, the chat bound to 王芳 with /alert 30, then the
+    operator spends from her account with the admin CLI and the alert shows up in the chat."""
+    config = tmp_path / "alerts.toml"
+    config.write_text(
+        f"""
+[general]
+data_dir = "{tmp_path / "data"}"
+[redis]
+url = "{redis_url}"
+prefix = "e2ealert"
+[alerts]
+every_seconds = 2
+jitter_seconds = 0
+quiet_hours = ""
+poll_seconds = 0.2
+[[insurance.platforms]]
+name = "sandbox"
+kind = "http"
+base_url = "{served.url}"
+secret_file = "{served.secret_file}"
+""",
+        encoding="utf-8",
+    )
+    who = demo("low_balance")  # 王芳: ¥32.63
+    chat = Chat(
+        clean_env(YIBAO_SECURITY__PII_KEY=new_key_text()), tmp_path, "--config", str(config), "--lang", "en"
+    )
+    try:
+        chat.say("/bind")
+        chat.say(who.name)
+        sent = chat.say(who.id_number)
+        assert "Your account is bound" in chat.say(chat.code(sent))
+        assert "drops below ¥30.00" in chat.say("/alert 30")
+        time.sleep(3)  # a round passes above the threshold: nothing
+        served.admin("spend", who.id_number, "5")
+        line = wait_for_line(chat, "🔔")
+        assert line.startswith("🔔 Low balance: your personal account has ¥27.63")
+        assert "Latest payment: ¥5.00" in wait_for_line(chat, "Latest payment")
+        served.admin("spend", who.id_number, "2")  # lower still: the same crossing, nothing more
+        time.sleep(5)
+        served.admin("credit", who.id_number, "100")  # ¥125.63: re-armed at the next round
+        time.sleep(3)
+        served.admin("spend", who.id_number, "110")  # ¥15.63: a new crossing, one new alert
+        assert "¥15.63" in wait_for_line(chat, "🔔")  # the next alert is this one, not a repeat
+        assert "Alert turned off" in chat.say("/alert off")
+    finally:
+        assert chat.close() == 0
+    printed = "".join(chat.transcript)
+    assert printed.count("Low balance") == 0  # the alerts came between answers, not as one
