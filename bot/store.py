@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from bot.codec import StateCodec
 from bot.keys import Keys, UserKind
@@ -227,10 +228,14 @@ class RedisStore:
         if outcome.set_threshold is not None and not outcome.erase:
             # Scheduled before the threshold is written: a check that finds no threshold drops the
             # user, so a crash in between leaves nobody with a threshold and no checks.
+            # EVALSHA by hand: a pipeline given the script object first asks SCRIPT EXISTS, a round trip.
             pipe = self.redis.pipeline(transaction=False)
             pipe.zadd(self.keys.schedule(), {user: 0})
-            await self._write(keys=keys, args=args, client=pipe)
-            written = (await pipe.execute())[1]
+            pipe.evalsha(self._write.sha, len(keys), *keys, *args)
+            try:
+                written = (await pipe.execute())[1]
+            except NoScriptError:  # a Redis that restarted or was flushed: load it and write again
+                written = await self._write(keys=keys, args=args)
         else:
             written = await self._write(keys=keys, args=args)
         if not written:

@@ -34,6 +34,7 @@ def every_value(client: redis.Redis) -> str:
             "string": client.get,
             "hash": client.hgetall,
             "zset": lambda k: client.zrange(k, 0, -1, withscores=True),
+            "stream": client.xrange,
         }[kind](key)
         out.append(f"{key!r}={value!r}")
     return "\n".join(out)

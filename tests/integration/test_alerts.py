@@ -345,3 +345,12 @@ async def subscribe(h: Harness, user: UserKey, member_id: str, threshold: Decima
         return Outcome(replies=(), session=Session(), set_binding=binding, set_threshold=threshold)
 
     await h.runtime.store.update(user, step)
+
+
+async def test_a_threshold_is_kept_after_redis_forgot_its_scripts(alerts: Alerts) -> None:
+    await alerts.h.bind(person("normal"))
+    await alerts.h.redis.script_flush()  # a restarted Redis without the scripts loaded
+    assert "¥10.00" in await alerts.h.say("/alert 10")
+    profile = await alerts.h.redis.hget(alerts.h.runtime.keys.user(ALICE, UserKind.PROFILE), "threshold")
+    assert profile == b"10.00"
+    assert await alerts.h.redis.zscore(alerts.h.runtime.keys.schedule(), ALICE) == 0
