@@ -73,6 +73,18 @@ return {redis.call('GET', KEYS[1]), redis.call('HGETALL', KEYS[2]), redis.call('
         redis.call('EXISTS', KEYS[4])}
 """
 
+# KEYS: session, profile, balance, unreachable of each of several users, in that order. One reply
+# per user, as _READ's. Several users' peeks that arrive together share one command: redis-py's
+# per-command work is the largest cost of a message that only reads.
+_READ_MANY = """
+local out = {}
+for i = 1, #KEYS, 4 do
+  out[#out + 1] = {redis.call('GET', KEYS[i]), redis.call('HGETALL', KEYS[i + 1]),
+                   redis.call('GET', KEYS[i + 2]), redis.call('EXISTS', KEYS[i + 3])}
+end
+return out
+"""
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -130,6 +142,9 @@ class RedisStore:
         self._local = _LocalLocks()
         self._write = redis.register_script(_WRITE)
         self._read_script = redis.register_script(_READ)
+        self._read_many = redis.register_script(_READ_MANY)
+        self._peeks: list[tuple[UserKey, asyncio.Future[list[Any]]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self._release = redis.register_script(_RELEASE)
 
     async def update(self, user: UserKey, step: Step) -> Outcome:
@@ -144,9 +159,37 @@ class RedisStore:
             return outcome
 
     async def peek(self, user: UserKey) -> UserState:
-        """The user's state without taking the guard (for reading only): one round trip."""
-        raw = await self._read_script(keys=self._read_keys(user))
-        return self._decode(user, *raw)
+        """The user's state without taking the guard (for reading only): one round trip, shared
+        with the other peeks asked for in the same turn of the event loop."""
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._peeks.append((user, future))
+        if len(self._peeks) == 1:
+            task = asyncio.create_task(self._read_peeks())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return self._decode(user, *await future)
+
+    async def _read_peeks(self) -> None:
+        await asyncio.sleep(0)  # let the other updates of this turn ask too
+        peeks, self._peeks = self._peeks, []
+        try:
+            if len(peeks) == 1:
+                answers = [await self._read_script(keys=self._read_keys(peeks[0][0]))]
+            else:
+                keys = [key for user, _ in peeks for key in self._read_keys(user)]
+                answers = await self._read_many(keys=keys)
+        except Exception as e:
+            for _, future in peeks:
+                if not future.done():
+                    future.set_exception(e)
+            return
+        except BaseException:  # cancelled (shutting down): so are the peeks waiting on it
+            for _, future in peeks:
+                future.cancel()
+            raise
+        for (_, future), answer in zip(peeks, answers, strict=True):
+            if not future.done():  # its caller may have been cancelled meanwhile
+                future.set_result(answer)
 
     async def mark_unreachable(self, user: UserKey) -> None:
         """The chat platform cannot reach the user (a 403): nothing unprompted until they write again."""

@@ -4,6 +4,7 @@ peek, then the guarded read, then the guarded write)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -73,3 +74,31 @@ async def test_round_trips_per_message(runtime: Runtime, tmp_path: Path) -> None
     n, reply = await trips(runtime, "/alert 100")
     assert "¥100.00" in reply
     assert n == 3
+
+
+async def test_reads_that_arrive_together_share_one_round_trip(runtime: Runtime, tmp_path: Path) -> None:
+    """Messages of several users in flight at once: their peeks are one command, each answer its own."""
+    people = [person("normal", i) for i in range(3)]
+    users = [UserKey(f"console:u{i}") for i in range(3)]
+    for who, user in zip(people, users, strict=True):
+        for text in ("/bind", who.name, who.id_number):
+            await runtime.conversation.handle(Inbound(user=user, text=text, locale="en"))
+        line = json.loads((tmp_path / "sms.jsonl").read_text().splitlines()[-1])
+        code = re.search(r"\b(\d{6})\b", line["text"])[1]  # type: ignore[index]
+        await runtime.conversation.handle(Inbound(user=user, text=code, locale="en"))
+        await runtime.conversation.handle(Inbound(user=user, text="/balance", locale="en"))  # cached now
+    alone = [
+        "\n".join(
+            r.text for r in await runtime.conversation.handle(Inbound(user=u, text="/balance", locale="en"))
+        )
+        for u in users
+    ]
+    assert len(set(alone)) == 3  # three people, three balances
+    # The first time also loads the script into Redis (NOSCRIPT, SCRIPT LOAD, EVALSHA): count the second.
+    await asyncio.gather(*(runtime.conversation.handle(Inbound(user=u, text="/help")) for u in users))
+    before = CountingConnection.sent
+    together = await asyncio.gather(
+        *(runtime.conversation.handle(Inbound(user=u, text="/balance", locale="en")) for u in users)
+    )
+    assert CountingConnection.sent - before == 1
+    assert ["\n".join(r.text for r in replies) for replies in together] == alone
