@@ -28,7 +28,6 @@ import platform
 import pstats
 import secrets
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from benchkit import CountingConnection, NoNetworkRequest, counting_client
+from benchkit import CountingConnection, NoNetworkRequest, counting_client, free_port, yibao_command
 from pydantic import SecretStr
 
 from bot.app import Runtime, build_runtime
@@ -67,13 +66,9 @@ ALERTING_SHARE = 100
 """One user in this many has a threshold above their balance (an alert in the sweep)."""
 
 
-def yibao() -> str:
-    return str(Path(sys.executable).with_name("yibao"))
-
-
 def start_sandbox(port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(  # noqa: S603 - our own CLI
-        [yibao(), "sandbox", "serve", "--port", str(port)],
+        [*yibao_command(), "sandbox", "serve", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -86,14 +81,6 @@ def start_sandbox(port: int) -> subprocess.Popen[bytes]:
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError("the sandbox server did not start")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def settings_for(socket_path: str, tmp: Path, port: int, args: argparse.Namespace) -> Settings:
@@ -178,12 +165,12 @@ async def populate(runtime: Runtime, users: int, subscribe: bool) -> None:
         await pipe.execute()
 
 
-async def sweep(runtime: Runtime, users: int) -> tuple[float, float, CheckReport]:
+async def sweep(runtime: Runtime, users: int, profile: bool) -> tuple[float, float, CheckReport]:
     worker = AlertWorker(runtime, {})
     checker = worker.checker
     assert isinstance(checker, Checker)
     report = CheckReport()
-    profiler = cProfile.Profile() if PROFILE else None
+    profiler = cProfile.Profile() if profile else None
     started = time.perf_counter()
     cpu = time.process_time()
     if profiler is not None:
@@ -221,7 +208,7 @@ def sweep_part(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 # A small warm-up sweep on other keys is not needed: the first batches warm the pool.
                 before = CountingConnection.stats.snapshot()
                 others = proc_cpu(sandbox.pid), redis_cpu(sync)
-                seconds, cpu, report = await sweep(runtime, args.users)
+                seconds, cpu, report = await sweep(runtime, args.users, args.profile)
                 after = CountingConnection.stats.snapshot()
                 others = proc_cpu(sandbox.pid) - others[0], redis_cpu(sync) - others[1]
                 await asyncio.sleep(0.2)
@@ -352,9 +339,6 @@ def report(args: argparse.Namespace, sweep: dict[str, Any] | None, drain: dict[s
         print(f"  {drain['seconds']:.1f} s to drain")
 
 
-PROFILE = False
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--users", type=int, default=100_000)
@@ -366,8 +350,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="10,000 users and 300 messages")
     p.add_argument("--profile", action="store_true", help="print where the sweep's time goes (cProfile)")
     args = p.parse_args(argv)
-    global PROFILE
-    PROFILE = args.profile
     if args.quick:
         args.users, args.messages = 10_000, 300
     return args

@@ -4,9 +4,12 @@ connection. Not a test module: nothing here asserts."""
 from __future__ import annotations
 
 import json
+import socket
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from redis.asyncio import ConnectionPool, Redis
@@ -14,6 +17,18 @@ from redis.asyncio.connection import UnixDomainSocketConnection
 from telegram.request import BaseRequest, RequestData
 
 BOT_ID = 123456
+
+
+def yibao_command() -> list[str]:
+    """The venv's ``yibao`` (or ``python -m bot`` where the script is missing)."""
+    script = Path(sys.executable).with_name("yibao")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "bot"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 # -- the Bot API, answered in-process --------------------------------------------------------------

@@ -45,7 +45,7 @@ from zoneinfo import ZoneInfo
 
 import redis
 import telegram
-from benchkit import CountingConnection, NoNetworkRequest, counting_client
+from benchkit import CountingConnection, NoNetworkRequest, counting_client, yibao_command
 from pydantic import SecretStr
 from telegram import Update
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, MessageHandler, filters
@@ -328,11 +328,6 @@ def _emulator_module() -> ModuleType:
     if path not in sys.path:
         sys.path.insert(0, path)
     return importlib.import_module("botapi_emulator")
-
-
-def yibao_command() -> list[str]:
-    script = Path(sys.executable).with_name("yibao")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "bot"]
 
 
 @dataclass

@@ -14,7 +14,6 @@ sender recognises the repeat.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 from collections import defaultdict
@@ -257,13 +256,13 @@ class Checker:
             except InvalidOperation:
                 log.warning("ignoring an unreadable threshold for %s", user)
                 continue
-            record = json.loads(binding.decode())  # member id and platform are not personal: plain
+            platform, member_id = self.codec.binding_member(binding)
             mark_text = mark.decode() if mark is not None else ""
             subscribers.append(
                 _Subscriber(
                     user=user,
-                    platform=PlatformName(record["platform"]),
-                    member_id=MemberId(record["member_id"]),
+                    platform=platform,
+                    member_id=member_id,
                     threshold_raw=threshold.decode(),
                     threshold=amount,
                     mark=mark_text,

@@ -129,6 +129,13 @@ class StateCodec:
             }
         )
 
+    @staticmethod
+    def binding_member(raw: bytes) -> tuple[PlatformName, MemberId]:
+        """The platform and member id of a stored binding, which are not encrypted (not personal),
+        without decrypting anything: what the alert checks and sender need of a binding."""
+        record = json.loads(raw.decode())
+        return PlatformName(record["platform"]), MemberId(record["member_id"])
+
     def decode_profile(self, user: UserKey, fields: dict[bytes, bytes]) -> Profile:
         """The binding's ID number and phone are decrypted when first used; that raises ``PiiError``
         if they do not decrypt (the operator's key changed)."""

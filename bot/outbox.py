@@ -35,7 +35,7 @@ from bot.schedule import QuietHours
 from bot.streams import Entry, GroupReader
 from dialogs.crossing import AlertFacts, Spend, alert_replies
 from dialogs.i18n import Catalogs
-from dialogs.models import MemberId, PlatformName, UserKey
+from dialogs.models import UserKey
 from dialogs.ports import Clock, InsurancePort, InsuranceProblem, Outlet, Undeliverable
 
 log = logging.getLogger(__name__)
@@ -263,11 +263,9 @@ class Sender:
         crossing among calls for a hundred users each."""
         if self.insurance is None:
             return None
-        record = json.loads(binding_json.decode())  # member id and platform: not personal
+        platform, member_id = self.codec.binding_member(binding_json)
         try:
-            page = await self.insurance.transactions(
-                PlatformName(record["platform"]), MemberId(record["member_id"]), limit=10
-            )
+            page = await self.insurance.transactions(platform, member_id, limit=10)
         except InsuranceProblem:
             return None
         for tx in page.items:

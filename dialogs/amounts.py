@@ -24,6 +24,11 @@ _PLAIN = re.compile(r"^(?P<sign>[+-]?)(?P<int>\d*)(?:\.(?P<frac>\d+))?$")
 _MAX_INT_DIGITS = 12
 
 
+def format_money(amount: Decimal) -> str:
+    """``¥1,234.50``: how every amount is shown."""
+    return f"¥{amount:,.2f}"
+
+
 def parse_amount(text: str, *, maximum: Decimal) -> Decimal | AmountProblem:
     """Returns the amount in yuan (two decimals) or what is wrong with it.
 

@@ -18,6 +18,7 @@ from datetime import datetime, tzinfo
 from decimal import Decimal
 from enum import StrEnum
 
+from dialogs.amounts import format_money
 from dialogs.i18n import Translator
 from dialogs.models import BalanceView, Button, Reply, _Frozen
 
@@ -87,13 +88,17 @@ def alert_replies(t: Translator, facts: AlertFacts, tz: tzinfo) -> tuple[Reply, 
         t.gettext(
             "🔔 Low balance: your personal account has {balance} (as of {as_of}), below your alert at "
             "{threshold}."
-        ).format(balance=_money(facts.balance), as_of=stamp(facts.as_of), threshold=_money(facts.threshold))
+        ).format(
+            balance=format_money(facts.balance),
+            as_of=stamp(facts.as_of),
+            threshold=format_money(facts.threshold),
+        )
     ]
     spend = facts.latest_spend
     if spend is not None:
         lines.append(
             t.gettext("Latest payment: {amount} at {place}, {at}.").format(
-                amount=_money(spend.amount), place=spend.place, at=stamp(spend.at)
+                amount=format_money(spend.amount), place=spend.place, at=stamp(spend.at)
             )
         )
     lines.append(
@@ -104,7 +109,3 @@ def alert_replies(t: Translator, facts: AlertFacts, tz: tzinfo) -> tuple[Reply, 
         Button(label=t.gettext("Turn the alert off"), payload="/alert off"),
     )
     return (Reply(text="\n".join(lines), buttons=buttons),)
-
-
-def _money(amount: Decimal) -> str:
-    return f"¥{amount:,.2f}"

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import SecretStr
 
+from dialogs.amounts import format_money
 from dialogs.i18n import Translator, normalize_locale
 from dialogs.intents import normalize
 from dialogs.masking import mask_id_number
@@ -181,9 +182,7 @@ class Turn:
     def stamp(self, when: datetime) -> str:
         return when.astimezone(self.cfg.timezone).strftime("%Y-%m-%d %H:%M")
 
-    @staticmethod
-    def money(amount: Decimal) -> str:
-        return f"¥{amount:,.2f}"
+    money = staticmethod(format_money)
 
     def keep_flow(self) -> Session:
         """Help and start do not throw away a bind in progress."""

@@ -20,6 +20,16 @@ from bot.pii import new_key_text
 from insurance import wire
 
 
+def config_file(tmp_path: Path, redis_url: str, prefix: str, rest: str) -> Path:
+    """A config on the test run's Redis under its own key prefix, with ``rest`` after it."""
+    path = tmp_path / "yibao.toml"
+    path.write_text(
+        f'[general]\ndata_dir = "{tmp_path / "data"}"\n[redis]\nurl = "{redis_url}"\nprefix = "{prefix}"\n{rest}',
+        encoding="utf-8",
+    )
+    return path
+
+
 @dataclass
 class Served:
     url: str
@@ -70,16 +80,11 @@ def served(tmp_path: Path) -> Iterator[Served]:
 def test_two_http_platforms_bind_on_the_second_then_the_platform_changes(
     tmp_path: Path, redis_url: str, served: Served
 ) -> None:
-    config = tmp_path / "yibao.toml"
-    config.write_text(
+    config = config_file(
+        tmp_path,
+        redis_url,
+        "e2ehttp",
         f"""
-[general]
-data_dir = "{tmp_path / "data"}"
-
-[redis]
-url = "{redis_url}"
-prefix = "e2ehttp"
-
 [insurance]
 balance_cache_seconds = 0
 
@@ -99,7 +104,6 @@ base_url = "{served.url}"
 secret_file = "{served.secret_file}"
 deadline_seconds = 3
 """,
-        encoding="utf-8",
     )
     who = demo("low_balance")  # 王芳, a Shanghai ID number
     chat = Chat(
@@ -154,15 +158,11 @@ def test_a_platform_that_does_not_answer_gets_an_answer_in_time(tmp_path: Path, 
     silent.bind(("127.0.0.1", 0))
     silent.listen(16)
     port = silent.getsockname()[1]
-    config = tmp_path / "yibao.toml"
-    config.write_text(
-        f"""
-[general]
-data_dir = "{tmp_path / "data"}"
-[redis]
-url = "{redis_url}"
-prefix = "e2esilent"
-[[insurance.platforms]]
+    config = config_file(
+        tmp_path,
+        redis_url,
+        "e2esilent",
+        f"""[[insurance.platforms]]
 name = "silent"
 kind = "http"
 base_url = "http://127.0.0.1:{port}"
@@ -170,7 +170,6 @@ secret = "whatever"
 timeout_seconds = 0.5
 deadline_seconds = 1.5
 """,
-        encoding="utf-8",
     )
     chat = Chat(
         clean_env(YIBAO_SECURITY__PII_KEY=new_key_text()), tmp_path, "--config", str(config), "--lang", "en"
@@ -195,15 +194,11 @@ def test_the_alert_demo_an_alert_arrives_unprompted_once(
 ) -> None:
     """The README's alert demo: a short round, the chat bound to 王芳 with /alert 30, then the
     operator spends from her account with the admin CLI and the alert shows up in the chat."""
-    config = tmp_path / "alerts.toml"
-    config.write_text(
-        f"""
-[general]
-data_dir = "{tmp_path / "data"}"
-[redis]
-url = "{redis_url}"
-prefix = "e2ealert"
-[alerts]
+    config = config_file(
+        tmp_path,
+        redis_url,
+        "e2ealert",
+        f"""[alerts]
 every_seconds = 2
 jitter_seconds = 0
 quiet_hours = ""
@@ -214,7 +209,6 @@ kind = "http"
 base_url = "{served.url}"
 secret_file = "{served.secret_file}"
 """,
-        encoding="utf-8",
     )
     who = demo("low_balance")  # 王芳: ¥32.63
     chat = Chat(
