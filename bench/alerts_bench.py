@@ -6,13 +6,13 @@ Not a test: nothing here asserts; it prints figures. Run ``.venv/bin/python benc
 The sweep: a real ``redis-server`` (unix socket, AOF on, as the embedded default runs it) holds
 ``--users`` bound users, each with a threshold; the sandbox insurance platform runs as its own
 process (``yibao sandbox serve``, real HTTP on loopback, signed requests), and this process runs
-one worker's checker (``bot.checks.Checker``) until every user is checked once. Users are spread
+one worker's checker (``bot.alerts.checks.Checker``) until every user is checked once. Users are spread
 over the sandbox's employees; one in a hundred has a threshold above the balance, so the sweep also
 queues alerts. Figures: users checked per second, Redis round trips per user (counted at the
 connection), and Redis memory per subscribed user (``INFO memory`` ``used_memory``, after binding
 all the users and again after subscribing them and sweeping).
 
-The outbox: ``--messages`` alerts queued, then one sender (``bot.outbox.Sender``) delivers them at
+The outbox: ``--messages`` alerts queued, then one sender (``bot.alerts.outbox.Sender``) delivers them at
 ``--rate`` through the real Telegram adapter (PTB, its rate limiter) into a Bot API answered
 in-process (no network). Figures: the achieved rate against the configured one, and the most sends
 in any one second (sliding window, and per calendar second).
@@ -41,14 +41,13 @@ import redis
 from benchkit import CountingConnection, NoNetworkRequest, counting_client, free_port, yibao_command
 from pydantic import SecretStr
 
+from bot.alerts.checks import Checker, CheckReport
+from bot.alerts.outbox import Outbox
 from bot.app import Runtime, build_runtime
-from bot.checks import Checker, CheckReport
 from bot.config import Settings
-from bot.embedded_redis import EmbeddedRedis
-from bot.keys import UserKind
-from bot.outbox import Outbox
-from bot.pii import new_key_text
-from bot.worker import AlertWorker
+from bot.crypto.pii import new_key_text
+from bot.storage.embedded_redis import EmbeddedRedis
+from bot.storage.keys import UserKind
 from dialogs.crossing import AlertFacts, Watch
 from dialogs.models import Binding, MemberId, PlatformName, UserKey
 from insurance.sandbox import SandboxPlatform
@@ -166,7 +165,7 @@ async def populate(runtime: Runtime, users: int, subscribe: bool) -> None:
 
 
 async def sweep(runtime: Runtime, users: int, profile: bool) -> tuple[float, float, CheckReport]:
-    worker = AlertWorker(runtime, {})
+    worker = runtime.alert_worker({})
     checker = worker.checker
     assert isinstance(checker, Checker)
     report = CheckReport()
@@ -262,7 +261,7 @@ def outbox_part(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                     facts = AlertFacts(balance=Decimal("88.20"), threshold=Decimal(100), as_of=now)
                     outbox.put(pipe, user, token, facts, now)
                 await pipe.execute()
-                sender = AlertWorker(runtime, {"tg": adapter}, checks=False).senders[0]
+                sender = runtime.alert_worker({"tg": adapter}, checks=False).senders[0]
                 started = time.monotonic()
                 sent = 0
                 while sent < args.messages:

@@ -52,9 +52,9 @@ from telegram.ext import Application, ApplicationBuilder, ContextTypes, MessageH
 
 from bot.app import Runtime, build_runtime
 from bot.config import Settings
-from bot.embedded_redis import EmbeddedRedis
-from bot.keys import UserKind
-from bot.pii import new_key_text
+from bot.crypto.pii import new_key_text
+from bot.storage.embedded_redis import EmbeddedRedis
+from bot.storage.keys import UserKind
 from dialogs.models import (
     Binding,
     Inbound,

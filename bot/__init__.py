@@ -1,1 +1,18 @@
-"""The runtime that wires Yibao together: config, Redis, OTP, SMS, alerts, CLI."""
+"""The runtime that wires Yibao together, one folder a capability.
+
+- ``app.py``: the one place that builds everything from the settings (the CLI and the tests call it).
+- ``config.py``: the settings model, read from TOML and the environment.
+- ``clock.py``, ``logs.py``: the wall clock, and logging with personal numbers masked.
+- ``cli/``: every ``yibao …`` command; the top layer, imported by nothing else here.
+- ``http/``: the one HTTP server of a process; platforms mount their routes on it.
+- ``alerts/``: the schedule, the checks, the outbox and the worker loops.
+- ``identity/``: proving who a chatter is: SMS codes (OTP) and SMS gateways.
+- ``storage/``: everything that knows Redis: keys, the codec, the store, streams, the embedded server.
+- ``insurers/``: the insurance platforms this runtime reaches, behind the dialogs' insurance port.
+- ``charts/``: the ``/chart`` picture.
+- ``crypto/``: the operator's key and what it seals (ID and phone numbers); imports nothing of Yibao.
+
+The layers, top to bottom (``[tool.importlinter]`` in ``pyproject.toml`` checks them, and that no
+two modules import each other): cli; app; alerts; identity, http; storage, insurers, charts;
+config, logs, clock; crypto. ``docs/architecture.md`` draws the house.
+"""

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 from zoneinfo import ZoneInfo
@@ -14,21 +15,22 @@ import httpx
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from bot.charts import MatplotlibCharts
+from bot.alerts.worker import AlertWorker
+from bot.charts.drawing import MatplotlibCharts
 from bot.clock import SystemClock
-from bot.codec import StateCodec
 from bot.config import PlatformSettings, Settings, read_secret
-from bot.embedded_redis import EmbeddedRedis
-from bot.insurance_port import Platform, PlatformRegistry
-from bot.keys import Keys
-from bot.otp import OtpLimits, OtpService
-from bot.pii import PiiCipher, load_or_create_key, parse_key
-from bot.sms import ConsoleSmsGateway, FileSmsGateway, ShowSms, SmsGateway
-from bot.store import RedisStore
+from bot.crypto.pii import PiiCipher, load_or_create_key, parse_key
+from bot.identity.otp import OtpLimits, OtpService
+from bot.identity.sms import ConsoleSmsGateway, FileSmsGateway, ShowSms, SmsGateway
+from bot.insurers.registry import Platform, PlatformRegistry
+from bot.storage.codec import StateCodec
+from bot.storage.embedded_redis import EmbeddedRedis
+from bot.storage.keys import Keys
+from bot.storage.store import RedisStore
 from dialogs.i18n import Catalogs
 from dialogs.machine import Conversation, DialogSettings
 from dialogs.models import PlatformName
-from dialogs.ports import Clock, PlatformInfo
+from dialogs.ports import Clock, Outlet, PlatformInfo
 from insurance.client import ClientPolicy, HttpPlatformClient
 from insurance.sandbox import SandboxPlatform
 
@@ -55,6 +57,23 @@ class Runtime:
     sandboxes: dict[str, SandboxPlatform] = field(default_factory=dict)
     """The in-process sandbox platforms by name, for the demo's and the tests' admin moves."""
     _closed: bool = field(default=False, repr=False)
+
+    def alert_worker(self, outlets: Mapping[str, Outlet], *, checks: bool = True) -> AlertWorker:
+        """The alert checks (unless ``checks`` is false) and a sender for each chat platform in
+        ``outlets`` (its name -> what delivers to it), over this runtime's Redis and platforms."""
+        return AlertWorker(
+            self.redis,
+            keys=self.keys,
+            codec=self.store.codec,
+            insurance=self.insurance,
+            catalogs=self.conversation.catalogs,
+            clock=self.conversation.clock,
+            alerts=self.settings.alerts,
+            tz=ZoneInfo(self.settings.general.timezone),
+            default_locale=self.settings.general.default_locale,
+            outlets=outlets,
+            checks=checks,
+        )
 
     async def aclose(self) -> None:
         if self._closed:

@@ -25,6 +25,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -38,7 +39,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from bot.pii import parse_key
+from bot.crypto.pii import parse_key
 from insurance.wire import MAX_BATCH
 
 ENV_CONFIG = "YIBAO_CONFIG"
@@ -262,6 +263,15 @@ class ConsoleSettings(_Section):
     """The console user's id: the chat runs as ``console:<user>``."""
 
 
+class HttpSettings(_Section):
+    """The process's one HTTP server: every platform that takes requests from outside (the Telegram
+    webhook today) is served on it, with ``GET /healthz`` beside them. It runs only when a platform
+    needs it (``telegram.mode = "webhook"``)."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+
+
 class TelegramSettings(_Section):
     """The Telegram bot ``yibao run`` serves."""
 
@@ -278,8 +288,10 @@ class TelegramSettings(_Section):
     webhook_secret: SecretStr | None = None
     """Telegram sends it back in every webhook request; others are refused (1-256 of A-Z a-z 0-9 _ -)."""
     webhook_secret_file: Path | None = None
-    listen_host: str = "127.0.0.1"
-    listen_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    listen_host: str | None = None
+    """Deprecated: ``http.listen_host`` (read as it, with a warning, until the next release)."""
+    listen_port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    """Deprecated: ``http.listen_port`` (read as it, with a warning, until the next release)."""
     webhook_path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9_/-]*$")] = "/telegram"
     global_rate: Annotated[float, Field(gt=0, le=1000)] = 30.0
     """Messages per second for the whole bot."""
@@ -330,7 +342,31 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     logging: LoggingSettings = LoggingSettings()
     console: ConsoleSettings = ConsoleSettings()
+    http: HttpSettings = HttpSettings()
     telegram: TelegramSettings = TelegramSettings()
+
+    _deprecations: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def deprecations(self) -> tuple[str, ...]:
+        """Keys that still work but are going away, each with what to write instead."""
+        return tuple(self._deprecations)
+
+    @model_validator(mode="after")
+    def _listen_aliases(self) -> Settings:
+        """``telegram.listen_*`` were the webhook server's; that server is now the process's one,
+        configured in ``[http]``. The old keys are read as the new ones for one release."""
+        for name in ("listen_host", "listen_port"):
+            old = getattr(self.telegram, name)
+            if old is None:
+                continue
+            if name in self.http.model_fields_set and getattr(self.http, name) != old:
+                raise ValueError(
+                    f"telegram.{name} (deprecated) and http.{name} disagree; keep http.{name} only"
+                )
+            setattr(self.http, name, old)
+            self._deprecations.append(f"telegram.{name} is deprecated: write it as http.{name}")
+        return self
 
     @classmethod
     def settings_customise_sources(

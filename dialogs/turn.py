@@ -7,13 +7,13 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from pydantic import SecretStr
 
 from dialogs.amounts import format_money
-from dialogs.i18n import Translator, normalize_locale
+from dialogs.i18n import Catalogs, Translator, normalize_locale
 from dialogs.intents import normalize
 from dialogs.masking import mask_id_number
 from dialogs.models import (
@@ -31,6 +31,8 @@ from dialogs.models import (
     UserState,
 )
 from dialogs.ports import (
+    ChartPort,
+    Clock,
     CodeCheck,
     CodeRefused,
     CodeSent,
@@ -42,9 +44,6 @@ from dialogs.ports import (
     ProblemCode,
     TransactionsPage,
 )
-
-if TYPE_CHECKING:
-    from dialogs.machine import Conversation
 
 
 class NeedsGuard(Exception):
@@ -117,10 +116,29 @@ class DialogSettings:
     history_max: int = 50
 
 
+class Services(Protocol):
+    """What a turn uses of the conversation it runs in (``machine.Conversation`` is one): its ports,
+    catalogs and settings. Declared here so that the flows need not import the machine that combines
+    them."""
+
+    @property
+    def insurance(self) -> InsurancePort: ...
+    @property
+    def otp(self) -> OtpPort: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def catalogs(self) -> Catalogs: ...
+    @property
+    def charts(self) -> ChartPort | None: ...
+    @property
+    def settings(self) -> DialogSettings: ...
+
+
 class Turn:
     """The base of the flows (``binding``, ``account``, ``alerts``) that ``machine._Turn`` combines."""
 
-    def __init__(self, conv: Conversation, state: UserState, inbound: Inbound, *, dry: bool = False) -> None:
+    def __init__(self, conv: Services, state: UserState, inbound: Inbound, *, dry: bool = False) -> None:
         self.conv = conv
         self.insurance: InsurancePort = _DRY_INSURANCE if dry else conv.insurance
         self.otp: OtpPort = _DRY_OTP if dry else conv.otp

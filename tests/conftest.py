@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from bot.embedded_redis import EmbeddedRedis
+from bot.storage.embedded_redis import EmbeddedRedis
 
 RedisFactory = Callable[..., EmbeddedRedis]
 

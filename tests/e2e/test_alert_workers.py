@@ -23,10 +23,10 @@ from botapi_emulator import BotApiEmulator, LoopbackServer
 from chat_process import clean_env, yibao_command
 from pydantic import SecretStr
 
-from bot.codec import StateCodec
-from bot.embedded_redis import find_redis_server
-from bot.keys import Keys, UserKind
-from bot.pii import PiiCipher, new_key_text, parse_key
+from bot.crypto.pii import PiiCipher, new_key_text, parse_key
+from bot.storage.codec import StateCodec
+from bot.storage.embedded_redis import find_redis_server
+from bot.storage.keys import Keys, UserKind
 from dialogs.crossing import Watch
 from dialogs.models import Binding, MemberId, PlatformName, UserKey
 from insurance.models import Balance

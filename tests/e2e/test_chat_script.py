@@ -15,7 +15,7 @@ import pytest
 import redis
 from chat_process import Chat, clean_env, demo
 
-from bot.pii import new_key_text
+from bot.crypto.pii import new_key_text
 
 
 @pytest.fixture

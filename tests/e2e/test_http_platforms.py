@@ -16,7 +16,7 @@ import httpx
 import pytest
 from chat_process import Chat, clean_env, demo, free_port, wait_for_line, yibao_command
 
-from bot.pii import new_key_text
+from bot.crypto.pii import new_key_text
 from insurance import wire
 
 

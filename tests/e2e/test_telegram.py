@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ import redis
 from botapi_emulator import BotApiEmulator, FakeUser
 from chat_process import clean_env, demo, free_port, yibao_command
 
-from bot.pii import new_key_text
+from bot.crypto.pii import new_key_text
 
 
 @dataclass
@@ -214,13 +215,71 @@ def test_a_403_marks_the_user_unreachable_until_they_write_again(
     assert not sync_redis.exists(key)
 
 
-def webhook_env(port: int, secret: str) -> dict[str, str]:
+def webhook_env(port: int, secret: str, *, listen_key: str = "YIBAO_HTTP__LISTEN_PORT") -> dict[str, str]:
     return {
         "YIBAO_TELEGRAM__MODE": "webhook",
         "YIBAO_TELEGRAM__WEBHOOK_URL": f"http://127.0.0.1:{port}/telegram",
         "YIBAO_TELEGRAM__WEBHOOK_SECRET": secret,
-        "YIBAO_TELEGRAM__LISTEN_PORT": str(port),
+        listen_key: str(port),
     }
+
+
+def test_the_deprecated_telegram_listen_keys_still_serve_with_a_warning(
+    emulator: BotApiEmulator, start_bot: BotFactory
+) -> None:
+    port = free_port()
+    bot = start_bot(**webhook_env(port, "old-keys", listen_key="YIBAO_TELEGRAM__LISTEN_PORT"))
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json() == {"status": "ok"}
+    user = emulator.user(4101, language_code="en")
+    converse(user, "/help", "Commands:")
+    assert bot.stop() == 0
+    assert bot.process.stderr is not None
+    assert "telegram.listen_port is deprecated: write it as http.listen_port" in bot.process.stderr.read()
+
+
+def test_webhook_mode_stops_on_sigterm_and_frees_its_port(
+    emulator: BotApiEmulator, start_bot: BotFactory
+) -> None:
+    port = free_port()
+    bot = start_bot(**webhook_env(port, "stop-secret"))
+    user = emulator.user(4201, language_code="en")
+    converse(user, "/help", "Commands:")
+    os.kill(bot.process.pid, signal.SIGTERM)
+    assert bot.process.wait(timeout=20) == 0
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+
+
+def test_a_taken_port_is_one_clear_line_and_exit_1(
+    tmp_path: Path, redis_url: str, emulator: BotApiEmulator
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = clean_env(
+            YIBAO_TELEGRAM__TOKEN=emulator.token,
+            YIBAO_TELEGRAM__API_BASE_URL=emulator.url,
+            YIBAO_REDIS__URL=redis_url,
+            YIBAO_SECURITY__PII_KEY=new_key_text(),
+            YIBAO_SMS__GATEWAY="file",
+            YIBAO_SMS__FILE_PATH=str(tmp_path / "sms.jsonl"),
+            YIBAO_GENERAL__DATA_DIR=str(tmp_path / "data"),
+            **webhook_env(port, "taken-port"),
+        )
+        done = subprocess.run(
+            [*yibao_command(), "run"],
+            cwd=tmp_path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert f"yibao: cannot start: cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_webhook_secret_is_checked(emulator: BotApiEmulator, start_bot: BotFactory) -> None:

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from bot.app import Runtime, build_runtime
 from bot.config import Settings
-from bot.pii import new_key_text
+from bot.crypto.pii import new_key_text
 from dialogs.models import Inbound, Reply, UserKey
 from insurance.sandbox import DemoPerson, SandboxPlatform
 

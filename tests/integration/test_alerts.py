@@ -12,10 +12,9 @@ import pytest
 from conftest import SHANGHAI, Harness, HarnessFactory, person
 from pydantic import SecretStr
 
-from bot.checks import Checker, CheckReport
-from bot.keys import UserKind
-from bot.outbox import Sender, SendReport
-from bot.worker import AlertWorker
+from bot.alerts.checks import Checker, CheckReport
+from bot.alerts.outbox import Sender, SendReport
+from bot.storage.keys import UserKind
 from dialogs.models import Binding, MemberId, Outcome, PlatformName, Reply, Session, UserKey, UserState
 from dialogs.ports import Undeliverable
 
@@ -49,7 +48,7 @@ class Alerts:
     def __init__(self, harness: Harness, outlet: Recorder | None = None) -> None:
         self.h = harness
         self.outlet = outlet or Recorder()
-        self.worker = AlertWorker(harness.runtime, {"console": self.outlet})
+        self.worker = harness.runtime.alert_worker({"console": self.outlet})
         assert self.worker.checker is not None
         self.checker: Checker = self.worker.checker
         self.sender: Sender = self.worker.senders[0]

@@ -8,7 +8,7 @@ import pytest
 from conftest import Harness, person
 from pydantic import SecretStr
 
-from bot.keys import UserKind
+from bot.storage.keys import UserKind
 from dialogs.models import Binding, MemberId, Outcome, PlatformName, UserKey, UserState
 
 

@@ -20,7 +20,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from bot.embedded_redis import (
+from bot.storage.embedded_redis import (
     ENV_BINARY,
     DataDirBusy,
     EmbeddedRedis,
@@ -224,7 +224,7 @@ def test_find_redis_server_falls_back_to_path(tmp_path: Path, monkeypatch: pytes
 _PARENT = """
 import sys, time
 from pathlib import Path
-from bot.embedded_redis import EmbeddedRedis
+from bot.storage.embedded_redis import EmbeddedRedis
 server = EmbeddedRedis(Path(sys.argv[1]))
 server.start()
 print(server.pid, flush=True)

@@ -18,7 +18,7 @@ from redis.asyncio.connection import Connection
 
 from bot.app import Runtime, build_runtime
 from bot.config import Settings
-from bot.pii import new_key_text
+from bot.crypto.pii import new_key_text
 from dialogs.models import Inbound, UserKey
 
 USER = UserKey("console:alice")

@@ -10,10 +10,10 @@ import redis.asyncio as aioredis
 from conftest import Harness, HarnessFactory, person
 from pydantic import SecretStr
 
-from bot.codec import StateCodec
-from bot.keys import Keys, UserKind
-from bot.pii import PiiCipher, new_key_text, parse_key
-from bot.store import GuardLost, RedisStore, UserBusy
+from bot.crypto.pii import PiiCipher, new_key_text, parse_key
+from bot.storage.codec import StateCodec
+from bot.storage.keys import Keys, UserKind
+from bot.storage.store import GuardLost, RedisStore, UserBusy
 from dialogs.models import Outcome, PendingBind, Session, State, UserKey, UserState
 
 USER = UserKey("tg:42")

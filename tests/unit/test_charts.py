@@ -1,4 +1,4 @@
-"""``/chart`` drawing: ``bot.charts.MatplotlibCharts`` (no Redis)."""
+"""``/chart`` drawing: ``bot.charts.drawing.MatplotlibCharts`` (no Redis)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.charts import (
+from bot.charts.drawing import (
     FONT_PACKAGES,
     PROBE,
     FontFile,
@@ -102,7 +102,7 @@ def _pixels(png: bytes) -> tuple[int, int]:
 
 def test_importing_the_module_imports_no_matplotlib() -> None:
     code = (
-        "import sys, bot.charts; "
+        "import sys, bot.charts.drawing; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('matplotlib', 'fontTools', 'numpy')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from bot.cli import main
+from bot.cli.main import main
 from bot.config import ConfigError, Settings, load_settings, read_secret
 
 ROOT = Path(__file__).resolve().parents[2]

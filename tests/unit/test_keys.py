@@ -1,4 +1,4 @@
-"""Every Redis key: ``bot.keys``."""
+"""Every Redis key: ``bot.storage.keys``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from bot.keys import USER_KINDS, Keys, UserKind
+from bot.storage.keys import USER_KINDS, Keys, UserKind
 from dialogs.models import UserKey
 
 USER = UserKey("tg:123")

@@ -1,4 +1,4 @@
-"""Personal data at rest: ``bot.pii``."""
+"""Personal data at rest: ``bot.crypto.pii``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.pii import KEY_BYTES, PiiCipher, PiiError, load_or_create_key, new_key_text, parse_key
+from bot.crypto.pii import KEY_BYTES, PiiCipher, PiiError, load_or_create_key, new_key_text, parse_key
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))

@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
+from bot.alerts.schedule import QuietHours, Rounds
 from bot.config import AlertSettings, parse_quiet_hours
-from bot.schedule import QuietHours, Rounds
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 

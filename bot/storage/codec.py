@@ -17,7 +17,7 @@ from functools import partial
 
 from pydantic import SecretStr, ValidationError
 
-from bot.pii import PiiCipher, PiiError
+from bot.crypto.pii import PiiCipher, PiiError
 from dialogs.crossing import AlertFacts
 from dialogs.models import (
     Binding,

@@ -21,8 +21,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from bot.codec import StateCodec
-from bot.keys import Keys, UserKind
+from bot.storage.codec import StateCodec
+from bot.storage.keys import Keys, UserKind
 from dialogs.crossing import Watch
 from dialogs.models import Outcome, UserKey, UserState
 from dialogs.ports import Step

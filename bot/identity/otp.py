@@ -26,9 +26,9 @@ from typing import Any, cast
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from bot.keys import Keys, UserKind
-from bot.pii import PiiCipher, PiiError
-from bot.sms import SmsError, SmsGateway
+from bot.crypto.pii import PiiCipher, PiiError
+from bot.identity.sms import SmsError, SmsGateway
+from bot.storage.keys import Keys, UserKind
 from dialogs.i18n import Catalogs
 from dialogs.masking import mask_phone
 from dialogs.models import UserKey

@@ -16,13 +16,18 @@ import socket
 from collections.abc import Awaitable, Callable, Mapping
 from zoneinfo import ZoneInfo
 
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bot.app import Runtime
-from bot.checks import Checker
-from bot.outbox import Outbox, Sender
-from bot.schedule import QuietHours, Rounds
-from dialogs.ports import Outlet
+from bot.alerts.checks import Checker
+from bot.alerts.outbox import Outbox, Sender
+from bot.alerts.schedule import QuietHours, Rounds
+from bot.config import AlertSettings
+from bot.insurers.registry import PlatformRegistry
+from bot.storage.codec import StateCodec
+from bot.storage.keys import Keys
+from dialogs.i18n import Catalogs
+from dialogs.ports import Clock, Outlet
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +40,34 @@ def consumer_name() -> str:
 
 
 class AlertWorker:
-    def __init__(self, runtime: Runtime, outlets: Mapping[str, Outlet], *, checks: bool = True) -> None:
-        settings = runtime.settings
-        alerts = settings.alerts
-        tz = ZoneInfo(settings.general.timezone)
-        clock = runtime.conversation.clock
+    """The checks (unless ``checks`` is false) and one sender per outlet (chat platform).
+    ``Runtime.alert_worker`` builds one from the runtime's parts."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        keys: Keys,
+        codec: StateCodec,
+        insurance: PlatformRegistry,
+        catalogs: Catalogs,
+        clock: Clock,
+        alerts: AlertSettings,
+        tz: ZoneInfo,
+        default_locale: str,
+        outlets: Mapping[str, Outlet],
+        checks: bool = True,
+    ) -> None:
         consumer = consumer_name()
         self.poll_seconds = alerts.poll_seconds
         self.checker: Checker | None = None
         if checks:
             self.checker = Checker(
-                runtime.redis,
-                keys=runtime.keys,
-                codec=runtime.store.codec,
-                insurance=runtime.insurance,
-                outbox=Outbox(runtime.keys, runtime.store.codec),
+                redis,
+                keys=keys,
+                codec=codec,
+                insurance=insurance,
+                outbox=Outbox(keys, codec),
                 rounds=Rounds.from_settings(alerts, tz),
                 clock=clock,
                 consumer=consumer,
@@ -59,18 +77,18 @@ class AlertWorker:
             )
         self.senders = [
             Sender(
-                runtime.redis,
-                keys=runtime.keys,
-                codec=runtime.store.codec,
+                redis,
+                keys=keys,
+                codec=codec,
                 platform=platform,
                 outlet=outlet,
-                catalogs=runtime.conversation.catalogs,
+                catalogs=catalogs,
                 clock=clock,
                 tz=tz,
-                default_locale=settings.general.default_locale,
+                default_locale=default_locale,
                 consumer=consumer,
                 quiet=QuietHours.from_settings(alerts, tz),
-                insurance=runtime.insurance,
+                insurance=insurance,
                 rate=alerts.send_rate,
                 reclaim_after_seconds=alerts.reclaim_after_seconds,
             )

@@ -1,7 +1,7 @@
 """The durable outbox: alerts written to Redis before any send, acknowledged only once delivered.
 
 One stream per chat platform (``tg``, ``console``), read by the senders of every worker through a
-consumer group (``bot.streams``): an entry a sender took and did not finish (it crashed) is taken
+consumer group (``bot.storage.streams``): an entry a sender took and did not finish (it crashed) is taken
 over by another. Delivery from the queue is therefore at least once; what the user sees is once per
 crossing, because every entry carries its crossing's token and, before sending, one script on the
 user's own keys checks that the crossing is still current, was not sent yet, and is not being sent
@@ -28,11 +28,11 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
-from bot.codec import StateCodec
-from bot.keys import Keys, UserKind
-from bot.pii import PiiError
-from bot.schedule import QuietHours
-from bot.streams import Entry, GroupReader
+from bot.alerts.schedule import QuietHours
+from bot.crypto.pii import PiiError
+from bot.storage.codec import StateCodec
+from bot.storage.keys import Keys, UserKind
+from bot.storage.streams import Entry, GroupReader
 from dialogs.crossing import AlertFacts, Spend, alert_replies
 from dialogs.i18n import Catalogs
 from dialogs.models import UserKey

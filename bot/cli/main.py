@@ -3,7 +3,7 @@
 ``yibao chat`` talks to Yibao in the terminal; ``yibao run`` runs it on Telegram; ``yibao worker``
 runs only the alert checks and sender; ``yibao config check`` validates a config file;
 ``yibao sandbox ...`` lists the sandbox's fictional people, serves the sandbox over HTTP and changes a
-running one (:mod:`bot.sandbox_cli`).
+running one (:mod:`bot.cli.sandbox`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import os
 import sys
 from collections.abc import Coroutine
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
-from bot import sandbox_cli
+from bot.cli import sandbox
 from bot.config import ConfigError, Settings, load_settings
 
 EXIT_CONFIG = 2
@@ -65,17 +66,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("path", nargs="?", help="the file (default: as --config)")
 
-    sandbox_cli.add_parser(sub)
+    sandbox.add_parser(sub)
     return p
 
 
 def _load(path: str | None) -> Settings:
     try:
-        settings, _ = load_settings(path)
+        settings, used = load_settings(path)
     except ConfigError as e:
         _print_problems(e)
         raise SystemExit(EXIT_CONFIG) from None
+    _print_deprecations(settings, used)
     return settings
+
+
+def _print_deprecations(settings: Settings, used: Path | None) -> None:
+    for warning in settings.deprecations:
+        print(f"{used or 'settings'}: warning: {warning}", file=sys.stderr)
 
 
 def _print_problems(e: ConfigError) -> None:
@@ -90,6 +97,7 @@ def cmd_config_check(path: str | None) -> int:
     except ConfigError as e:
         _print_problems(e)
         return EXIT_CONFIG
+    _print_deprecations(settings, used)
     redis = "set (redis.url)" if settings.redis.url else f"embedded, data in {settings.general.data_dir}"
     key = "set" if (settings.security.pii_key or settings.security.pii_key_file) else "not set (demo key)"
     print(f"{used or 'built-in defaults'}: OK")
@@ -105,7 +113,6 @@ def cmd_config_check(path: str | None) -> int:
 def cmd_chat(settings: Settings, lang: str | None) -> int:
     from bot.app import build_runtime
     from bot.logs import setup_logging
-    from bot.worker import AlertWorker
     from dialogs.i18n import normalize_locale
     from platforms.console import ConsoleAdapter
 
@@ -121,7 +128,7 @@ def cmd_chat(settings: Settings, lang: str | None) -> int:
         alerts = None
         if settings.alerts.enabled:
             # The terminal's alerts arrive unprompted, between the messages.
-            alerts = asyncio.create_task(AlertWorker(runtime, {adapter.platform: adapter}).run(stop))
+            alerts = asyncio.create_task(runtime.alert_worker({adapter.platform: adapter}).run(stop))
         try:
             await adapter.run(runtime.conversation.handle)
         finally:
@@ -136,7 +143,7 @@ def cmd_chat(settings: Settings, lang: str | None) -> int:
 def _run_async(main: Coroutine[Any, Any, None], *also: type[Exception]) -> int:
     """Run a command's coroutine: a failure to start is one line on stderr and exit 1; Ctrl-C, 130."""
     from bot.app import StartupError
-    from bot.embedded_redis import DataDirBusy, RedisBinaryNotFound, RedisStartError
+    from bot.storage.embedded_redis import DataDirBusy, RedisBinaryNotFound, RedisStartError
 
     errors: tuple[type[Exception], ...] = (
         StartupError,
@@ -162,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_config_check(args.path or args.config)
     settings = _load(args.config)
     if args.command == "sandbox":
-        return sandbox_cli.run(settings, args)
+        return sandbox.run(settings, args)
     if args.command == "run":
         return cmd_run(settings)
     if args.command == "worker":
@@ -173,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_run(settings: Settings) -> int:
     from telegram.error import TelegramError
 
+    from bot.cli.run import serve
     from bot.logs import setup_logging
-    from bot.run import serve
 
     setup_logging(settings.logging.level, settings.logging.file)
     return _run_async(serve(settings), TelegramError)
@@ -183,8 +190,8 @@ def cmd_run(settings: Settings) -> int:
 def cmd_worker(settings: Settings) -> int:
     from telegram.error import TelegramError
 
+    from bot.cli.run import work
     from bot.logs import setup_logging
-    from bot.run import work
 
     setup_logging(settings.logging.level, settings.logging.file)
     return _run_async(work(settings), TelegramError)

@@ -1,5 +1,6 @@
-"""``yibao run``: the bot on Telegram, polling or behind a webhook, with the alert work beside it,
-in one process; ``yibao worker``: the alert work alone (checks, and sending on Telegram).
+"""``yibao run``: the bot on Telegram, polling or behind a webhook (a route on the process's one HTTP
+server, ``bot.http``, at ``[http]`` ``listen_host:listen_port``), with the alert work beside it, in
+one process; ``yibao worker``: the alert work alone (checks, and sending on Telegram).
 
 SIGTERM or SIGINT: stop taking updates, finish the ones in flight (and the alert work in hand),
 close Redis and the platforms' connections, return (exit 0).
@@ -17,10 +18,10 @@ from telegram.error import InvalidToken
 
 from bot.app import StartupError, build_runtime
 from bot.config import Settings, read_secret
-from bot.worker import AlertWorker
+from bot.http.server import HttpServer
 from dialogs.ports import Outlet
 from platforms.telegram.adapter import TelegramAdapter, TelegramOptions
-from platforms.telegram.webhook import WebhookServer
+from platforms.telegram.webhook import webhook_routes
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         default_locale=settings.general.default_locale,
     )
     tg = settings.telegram
-    webhook: WebhookServer | None = None
+    http: HttpServer | None = None
     alerts: asyncio.Task[None] | None = None
     try:
         try:
@@ -76,17 +77,12 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             secret = read_secret(tg.webhook_secret, tg.webhook_secret_file)
             assert secret is not None  # the settings model requires it
             assert tg.webhook_url is not None
-            webhook = WebhookServer(
-                adapter,
-                host=tg.listen_host,
-                port=tg.listen_port,
-                path=tg.webhook_path,
-                secret=secret.get_secret_value(),
-            )
-            await webhook.start()
+            http = HttpServer(host=settings.http.listen_host, port=settings.http.listen_port)
+            http.mount(webhook_routes(adapter, path=tg.webhook_path, secret=secret.get_secret_value()))
+            await http.start()
             await adapter.register_webhook(tg.webhook_url, secret.get_secret_value())
         if settings.alerts.enabled:
-            alerts = asyncio.create_task(AlertWorker(runtime, {adapter.platform: adapter}).run(stop))
+            alerts = asyncio.create_task(runtime.alert_worker({adapter.platform: adapter}).run(stop))
         log.info("serving Telegram by %s, %.2f s after start", tg.mode, time.monotonic() - started)
         await stop.wait()
         log.info("stopping: no new updates; finishing the ones in flight")
@@ -94,8 +90,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         stop.set()
         if alerts is not None:
             await alerts
-        if webhook is not None:
-            await webhook.stop()
+        if http is not None:
+            await http.stop()
         await adapter.stop()
         await runtime.aclose()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -135,7 +131,7 @@ async def work(settings: Settings, *, stop: asyncio.Event | None = None) -> None
                 raise StartupError("Telegram does not accept telegram.token") from None
             outlets[adapter.platform] = adapter
         log.info("alert worker started")
-        await AlertWorker(runtime, outlets).run(stop)
+        await runtime.alert_worker(outlets).run(stop)
     finally:
         if adapter is not None:
             await adapter.app.shutdown()

@@ -4,7 +4,7 @@ The schedule is a sorted set of subscribed users by the time their next check is
 runs ``move_due`` every ``alerts.poll_seconds``: one script takes the users now due, gives each the
 time of their check in the next round, and adds them in batches to the ``checks`` stream — so each
 user is moved once a round however many workers there are. The batches are handed out through a
-consumer group (``bot.streams``): each goes to one worker, and a batch whose worker died is taken
+consumer group (``bot.storage.streams``): each goes to one worker, and a batch whose worker died is taken
 over by another. Checking a batch asks each insurance platform for its members' balances in one
 call, judges each (``dialogs.crossing``), and for a crossing first writes the alert to the outbox,
 then marks the user told; a check repeated after a crash finds the same crossing token, and the
@@ -22,12 +22,12 @@ from decimal import Decimal, InvalidOperation
 
 from redis.asyncio import Redis
 
-from bot.codec import StateCodec
-from bot.insurance_port import PlatformRegistry
-from bot.keys import Keys, UserKind
-from bot.outbox import Outbox
-from bot.schedule import Rounds
-from bot.streams import Entry, GroupReader
+from bot.alerts.outbox import Outbox
+from bot.alerts.schedule import Rounds
+from bot.insurers.registry import PlatformRegistry
+from bot.storage.codec import StateCodec
+from bot.storage.keys import Keys, UserKind
+from bot.storage.streams import Entry, GroupReader
 from dialogs.crossing import AlertFacts, Verdict, Watch, judge
 from dialogs.models import BalanceView, MemberId, PlatformName, UserKey
 from dialogs.ports import Clock, InsuranceProblem

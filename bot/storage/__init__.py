@@ -1,0 +1,10 @@
+"""Everything that knows Redis: the key builder, the codec, the store, streams, the embedded server.
+
+- ``keys.py``: every Redis key, under one prefix, a user's keys in one ``{hash tag}``.
+- ``codec.py``: records to and from their stored form, personal numbers sealed (``bot.crypto``).
+- ``store.py``: the dialogs' ``UserStore`` port: state read in one round trip, writes under a guard.
+- ``streams.py``: Redis Streams consumer groups, shared by the alert checks and the outbox.
+- ``embedded_redis.py``: a private ``redis-server`` child for the demo and the tests.
+
+May import ``bot.crypto``, ``dialogs`` and ``redis``; nothing above it (alerts, identity, app, cli).
+"""
