@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from decimal import Decimal
 
 from dialogs.i18n import Translator
 from dialogs.intents import Fund, Period
@@ -11,7 +12,6 @@ from dialogs.models import (
     BalanceView,
     Binding,
     Button,
-    CachedBalance,
     Outcome,
     Reply,
     Session,
@@ -47,14 +47,6 @@ class AccountFlow(Turn):
         except InsuranceProblem as problem:
             return self.out(self.account_problem(problem))
         return self.out(*self.balance_texts(view), cache_balance=fresh)
-
-    async def current_balance(self, binding: Binding) -> tuple[BalanceView, CachedBalance | None]:
-        """The balance, from the cache while it is young; else from the platform, with what to cache."""
-        cached, ttl = self.cached, self.cfg.balance_cache_seconds
-        if cached is not None and (self.now - cached.fetched_at).total_seconds() < ttl:
-            return cached.view, None
-        view = await self.insurance.balance(binding.platform, binding.member_id)
-        return view, (CachedBalance(view=view, fetched_at=self.now) if ttl > 0 else None)
 
     def balance_texts(self, view: BalanceView) -> tuple[str, ...]:
         t = self.t
@@ -197,13 +189,22 @@ class AccountFlow(Turn):
         t, sums, when = self.t, totals(items), self.period_label(period, first)
         if sums.count == 0:
             return self.out(t.gettext("No medical spending {period}.").format(period=when))
+        part = sums.parts[fund]
         if fund is Fund.POOLED:
+            if part.count == 0:
+                return self.out(
+                    t.gettext("{period}: the pooled fund paid nothing for you.").format(period=when)
+                )
             head = t.gettext("{period}: the pooled fund paid {amount} for you.").format(
-                period=when, amount=self.money(sums.pooled)
+                period=when, amount=self.money(part.amount)
             )
         elif fund is Fund.PERSONAL:
+            if part.count == 0:
+                return self.out(
+                    t.gettext("{period}: nothing was paid from your personal account.").format(period=when)
+                )
             head = t.gettext("{period}: you paid {amount} from your personal account.").format(
-                period=when, amount=self.money(sums.personal)
+                period=when, amount=self.money(part.amount)
             )
         else:
             head = t.gettext(
@@ -214,13 +215,17 @@ class AccountFlow(Turn):
                 personal=self.money(sums.personal),
                 pooled=self.money(sums.pooled),
             )
+        # The breakdown is of the figure just given: that fund's payments only.
         split = " · ".join(
-            f"{self.category(c)} {self.money(sums.by_category[c])}"
+            t.gettext("{category} {amount}").format(
+                category=self.category(c), amount=self.money(part.by_category[c])
+            )
             for c in SPENDING_CATEGORIES
-            if c in sums.by_category
+            if c in part.by_category
         )
-        count = t.ngettext("{n} payment", "{n} payments", sums.count).format(n=sums.count)
-        return self.out(f"{head[:1].upper()}{head[1:]}\n{split} ({count})")
+        count = t.ngettext("{n} payment", "{n} payments", part.count).format(n=part.count)
+        breakdown = t.gettext("{breakdown} ({count})").format(breakdown=split, count=count)
+        return self.out(f"{head[:1].upper()}{head[1:]}\n{breakdown}")
 
     async def cmd_chart(self, _arg: str = "") -> Outcome:
         binding = self.profile.binding
@@ -240,26 +245,60 @@ class AccountFlow(Turn):
         # Without a CJK font the picture is labelled in English rather than with empty boxes.
         t = self.t if charts.can_draw_chinese() else self.conv.catalogs.get("en")
         per_month = monthly_spending(items, months, tz)
-        balance = (
-            ()
-            if view.personal_account is None
-            else balance_series(view.personal_account, items, months[0], today, tz)
-        )
+        if view.personal_account is None:
+            balance: tuple[tuple[date, Decimal], ...] = ()
+            note = t.gettext(
+                "No personal account: residents' insurance usually has none, so there is no balance "
+                "to draw. The bars below are what was spent, by you and by the pooled fund."
+            )
+        else:
+            # A syncing platform's figure is as of its time, not of today: the line ends there.
+            last = view.as_of.astimezone(tz).date() if view.stale else today
+            balance = balance_series(view.personal_account, items, months[0], max(last, months[0]), tz)
+            note = (
+                t.gettext(
+                    "Last known balance, from {as_of}: the insurance platform is still syncing."
+                ).format(as_of=self.stamp(view.as_of))
+                if view.stale
+                else ""
+            )
         data = ChartData(
             title=t.gettext("Medical insurance, {start} to {end}").format(
                 start=months[0].strftime("%Y-%m"), end=today.strftime("%Y-%m")
             ),
-            balance_label=t.gettext("Personal account balance (¥)"),
+            balance_label=(
+                t.gettext("Personal account balance (¥)")
+                if view.personal_account is not None
+                else t.gettext("Personal account: none")
+            ),
             spending_label=t.gettext("Spending per month (¥)"),
             balance=balance,
             months=months,
             spending=tuple((self.category(c, t), tuple(v)) for c, v in per_month.items()),
+            balance_note=note,
         )
         png = await charts.render(data)
-        caption = self.t.gettext(
-            "Your personal account and spending over the last 12 months, as of {as_of}."
-        ).format(as_of=self.stamp(view.as_of))
-        image = Attachment(filename=f"yibao-chart-{today:%Y%m%d}.png", content=png)
+        as_of = self.stamp(view.as_of)
+        if view.personal_account is None:
+            caption = self.t.gettext(
+                "Your spending over the last 12 months, as of {as_of}. You have no personal account, so "
+                "the chart shows no balance."
+            ).format(as_of=as_of)
+        else:
+            caption = self.t.gettext(
+                "Your personal account and spending over the last 12 months, as of {as_of}."
+            ).format(as_of=as_of)
+        if view.stale:
+            caption = (
+                self.t.gettext(
+                    "⚠️ The insurance platform is still syncing: these are the last known figures, from {as_of}."
+                ).format(as_of=as_of)
+                + "\n"
+                + caption
+            )
+        # One file per request (to the second, and the console never overwrites one).
+        stamp = self.now.astimezone(tz).strftime("%Y%m%d-%H%M%S")
+        image = Attachment(filename=f"yibao-chart-{stamp}.png", content=png)
         return Outcome(
             replies=(Reply(text=caption, attachment=image),), session=Session(), cache_balance=fresh
         )

@@ -1,13 +1,23 @@
-"""/alert: show, set and remove the threshold under which the user wants to hear from Yibao."""
+"""/alert: show, set and remove the threshold under which the user wants to hear from Yibao.
+
+An alert watches the personal account (个人账户). A member without one (most residents' insurance)
+is never promised an alert that cannot come: they are told why, and what Yibao can tell them instead.
+"""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from dialogs.amounts import AmountProblem, parse_amount
 from dialogs.models import (
+    Button,
+    CachedBalance,
     Outcome,
+    Reply,
     Session,
     State,
 )
+from dialogs.ports import InsuranceProblem, ProblemCode
 from dialogs.turn import Turn
 
 _OFF = frozenset({"off", "stop", "none", "关闭", "关", "取消", "停止", "不用了"})
@@ -23,8 +33,11 @@ class AlertFlow(Turn):
             if self.profile.threshold is None:
                 return self.out(self.t.gettext("No alert was set."))
             return self.out(self.t.gettext("Alert turned off."), clear_threshold=True)
+        cannot = await self.cannot_alert()
+        if cannot is not None:
+            return cannot
         if arg:
-            return self.set_alert(arg)
+            return await self.set_alert(arg, checked=True)
         if self.profile.threshold is None:
             text = self.t.gettext(
                 "No alert is set. Send an amount, e.g. 100, and I'll tell you when your personal account "
@@ -37,7 +50,66 @@ class AlertFlow(Turn):
             ).format(amount=self.money(self.profile.threshold))
         return self.out(text, session=Session(state=State.ALERT_AMOUNT))
 
-    def set_alert(self, text: str) -> Outcome:
+    async def cannot_alert(self) -> Outcome | None:
+        """Why no alert can be set for this member (no personal account, a platform gone), or None.
+
+        The balance says whether there is a personal account; when the platform cannot answer now,
+        what was seen at binding decides (unknown: the alert may be set, the checks skip a member
+        without a personal account)."""
+        binding = self.profile.binding
+        assert binding is not None
+        try:
+            view, fresh = await self.current_balance(binding)
+        except InsuranceProblem as problem:
+            if problem.code is ProblemCode.PLATFORM_GONE:
+                return self.out(self.account_problem(problem))
+            if binding.personal_account is False:
+                return self.no_personal_account(None, None, None)
+            return None
+        if view.personal_account is not None:
+            return None
+        return self.no_personal_account(view.pooled_used, view.pooled_remaining, view.pooled_year, fresh)
+
+    def no_personal_account(
+        self,
+        used: Decimal | None,
+        remaining: Decimal | None,
+        year: int | None,
+        fresh: CachedBalance | None = None,
+    ) -> Outcome:
+        t = self.t
+        texts = [
+            t.gettext(
+                "Your insurance has no personal account (个人账户) — residents' insurance usually has "
+                "none — so there is no balance that could drop below an amount, and I won't set an "
+                "alert that can never come."
+            )
+        ]
+        if remaining is not None and used is not None:
+            texts.append(
+                t.gettext(
+                    "What I can tell you instead: this year's pooled fund (统筹基金, {year}) has {remaining} "
+                    "left of what it covers, {used} used so far. /balance shows it any time, and "
+                    '"今年统筹用了多少" what it paid for you.'
+                ).format(year=year, remaining=self.money(remaining), used=self.money(used))
+            )
+        else:
+            texts.append(
+                t.gettext(
+                    "What I can tell you instead: /balance shows this year's pooled fund (统筹基金), and "
+                    '"今年统筹用了多少" what it paid for you.'
+                )
+            )
+        clear = self.profile.threshold is not None
+        if clear:
+            texts.append(
+                t.gettext("I removed the alert at {amount} you had set: it could never come.").format(
+                    amount=self.money(self.profile.threshold or Decimal(0))
+                )
+            )
+        return self.out("\n".join(texts), clear_threshold=clear, cache_balance=fresh)
+
+    async def set_alert(self, text: str, *, checked: bool = False) -> Outcome:
         t = self.t
         if self.profile.binding is None:
             return self.out(
@@ -63,9 +135,41 @@ class AlertFlow(Turn):
             }[amount]
             keep = self.session if self.session.state is State.ALERT_AMOUNT else Session()
             return self.out(message, session=keep)
+        if not checked:
+            cannot = await self.cannot_alert()
+            if cannot is not None:
+                return cannot
         return self.out(
             t.gettext(
                 "OK: I'll tell you when your personal account drops below {amount}. /alert off turns it off."
             ).format(amount=self.money(amount)),
             set_threshold=amount,
         )
+
+    async def suggest_alert(self, text: str) -> Outcome | None:
+        """A bare amount ("100元"): the alert it may mean, as a button, never set unasked. None when
+        it is no amount after all."""
+        amount = parse_amount(text, maximum=self.cfg.max_threshold)
+        if isinstance(amount, AmountProblem):
+            return None
+        t = self.t
+        plain = f"{amount.normalize():f}"
+        if self.profile.binding is None:
+            return self.out(
+                t.gettext(
+                    "If you want an alert when your balance drops below {amount}: bind your account first "
+                    "(/bind), then send /alert {plain}."
+                ).format(amount=self.money(amount), plain=plain)
+            )
+        cannot = await self.cannot_alert()
+        if cannot is not None:
+            return cannot
+        button = Button(
+            label=t.gettext("Alert me below {amount}").format(amount=self.money(amount)),
+            payload=f"/alert {plain}",
+        )
+        question = t.gettext(
+            "Do you want me to tell you when your personal account drops below {amount}? Press the "
+            "button, or send /alert {plain}."
+        ).format(amount=self.money(amount), plain=plain)
+        return Outcome(replies=(Reply(text=question, buttons=(button,)),), session=Session())

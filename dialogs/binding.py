@@ -1,4 +1,11 @@
-"""The /bind flow: real name, ID number, the platform, the SMS code, the binding."""
+"""The /bind flow: real name, ID number, the platform, the SMS code, the binding.
+
+Every answer inside the flow says which step the user is at and what it waits for (``prompt``), how to
+correct the step before and how to leave. Input that is not even a candidate (a name in Latin letters,
+an ID number of the wrong length, a code of the wrong length) is answered without asking the insurance
+platform or the SMS-code service, so it costs no attempt; before the last attempt that would pause
+binding, the user is told so, and for how long.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +14,20 @@ import re
 
 from pydantic import SecretStr
 
-from dialogs.identity import IdProblem, NameProblem, check_id_number, check_name, id_length
+from dialogs.identity import (
+    IdProblem,
+    NameProblem,
+    check_id_number,
+    check_name,
+    id_length,
+    split_name_and_id,
+)
 from dialogs.masking import mask_id_number
 from dialogs.models import (
     Binding,
     Button,
+    CachedBalance,
+    MemberId,
     Outcome,
     PendingBind,
     PlatformName,
@@ -22,6 +38,7 @@ from dialogs.models import (
 from dialogs.ports import (
     CodeRefused,
     CodeSent,
+    Failures,
     InsuranceProblem,
     PlatformInfo,
     ProblemCode,
@@ -30,87 +47,216 @@ from dialogs.ports import (
 )
 from dialogs.turn import Turn
 
-_CODE = re.compile(r"^\d{4,8}$")
+CODE_DIGITS = 6
+"""The length of an SMS code (``bot.identity.otp.OtpLimits.code_digits``): anything else is no code."""
+_CODE_SPACING = re.compile(r"[\s\-]")
 
 
 class BindingFlow(Turn):
+    # -- where the user is ---------------------------------------------------------------------
+
+    def total_steps(self) -> int:
+        """3 (name, ID number, code), or 4 when there is a platform to choose."""
+        return 4 if len(self.insurance.platforms()) > 1 else 3
+
+    def step_of(self, state: State) -> str:
+        total = self.total_steps()
+        number = {State.BIND_NAME: 1, State.BIND_ID: 2, State.BIND_PLATFORM: 3}.get(state, total)
+        return self.t.gettext("Step {n} of {total}").format(n=number, total=total)
+
+    def prompt(self, session: Session | None = None) -> Reply:
+        """What the step ``session`` is at waits for, with its buttons: said after every answer in
+        the flow, so the user always knows what to send next and how to leave."""
+        session = session or self.session
+        t, step = self.t, self.step_of(session.state)
+        match session.state:
+            case State.BIND_NAME:
+                text = t.gettext(
+                    "{step}: your name exactly as on your Resident ID card, in Chinese characters (with "
+                    "the middle dot · if your card has one, e.g. 阿依古丽·买买提). You may send your ID "
+                    "number in the same message. /cancel stops binding."
+                )
+            case State.BIND_ID:
+                text = t.gettext(
+                    "{step}: your 18-character Resident ID number (居民身份证号), e.g. 11010519491231002X. "
+                    "To correct your name, just send it again; /cancel stops binding."
+                )
+            case State.BIND_PLATFORM:
+                platforms = self.ranked_platforms(self.id_of(session))
+                text = t.gettext(
+                    "{step}: which insurance platform are you insured on? Reply with a number from 1 to "
+                    "{count}, or press a button. /cancel stops binding."
+                ).format(step=step, count=len(platforms))
+                return Reply(text=text, buttons=self.platform_buttons(session, platforms))
+            case State.BIND_CODE:
+                phone = session.pending.masked_phone if session.pending else None
+                text = t.gettext(
+                    "{step}: the {digits}-digit code I sent by SMS to {phone}. /resend sends a new one; "
+                    "/cancel stops binding."
+                ).format(step=step, digits=CODE_DIGITS, phone=phone or "…")
+                return Reply(text=text, buttons=(self.resend_button(),))
+            case _:
+                text = t.gettext("{step}: send what I asked for, or /cancel to stop.")
+        return Reply(text=text.format(step=step))
+
+    def in_flow(self, *texts: str, session: Session | None = None, sensitive: bool = False) -> Outcome:
+        """An answer inside the flow: ``texts``, then what the step waits for (in the same message)."""
+        session = session or self.session
+        nudge = self.prompt(session)
+        text = "\n".join((*texts, nudge.text))
+        reply = Reply(
+            text=text,
+            buttons=nudge.buttons,
+            sensitive_input=sensitive,
+            deleted_note=self.deletion_note(sensitive),
+        )
+        return Outcome(replies=(reply,), session=session)
+
+    def resend_button(self) -> Button:
+        return Button(label=self.t.gettext("Send a new code"), payload="/resend")
+
+    def bound_note(self) -> str | None:
+        """Said to a bound user who asks for something of the bind flow (/resend, /platform)."""
+        binding = self.profile.binding
+        if binding is None:
+            return None
+        return self.t.gettext("You are already bound to ID {id}; there is nothing to finish.").format(
+            id=mask_id_number(binding.id_number.get_secret_value())
+        )
+
+    def platform_gone(self) -> bool:
+        """The binding names an insurance platform that is no longer configured."""
+        binding = self.profile.binding
+        return binding is not None and all(p.name != binding.platform for p in self.insurance.platforms())
+
+    # -- step 1: the name ----------------------------------------------------------------------
+
     async def cmd_bind(self, _arg: str = "") -> Outcome:
-        if self.profile.binding is not None:
+        binding = self.profile.binding
+        if binding is not None and not self.platform_gone():
             return self.out(
                 self.t.gettext(
                     "You are already bound to ID {id}. To bind another account, /unbind first."
-                ).format(id=mask_id_number(self.profile.binding.id_number.get_secret_value()))
+                ).format(id=mask_id_number(binding.id_number.get_secret_value()))
             )
         if self.session.state is State.BIND_CODE:
             await self.otp.discard(self.user)
         until = await self.otp.locked_until(self.user)
         if until is not None:
             return self.locked_out(until)
-        return self.out(
-            self.t.gettext(
-                "Let's link your medical-insurance account. I need your real name and ID number to find "
-                "you on the insurance platform; the SMS code goes to the phone number the platform has on "
-                "file, not to one you type. Your ID number is stored encrypted, and /unbind erases it at "
-                "any time. By continuing you agree to this."
+        session = Session(state=State.BIND_NAME)
+        return Outcome(
+            replies=(
+                Reply(
+                    text=self.t.gettext(
+                        "Let's link your medical-insurance account. I need your real name and ID number to "
+                        "find you on the insurance platform; the SMS code goes to the phone number the "
+                        "platform has on file, not to one you type. Your ID number is stored encrypted, and "
+                        "/unbind erases it at any time. By continuing you agree to this."
+                    )
+                ),
+                self.prompt(session),
             ),
-            self.t.gettext("Step 1 of 3: your real name, as on your ID card (or /cancel):"),
-            session=Session(state=State.BIND_NAME),
+            session=session,
         )
 
     async def on_name(self) -> Outcome:
+        both = split_name_and_id(self.text)
+        if both is not None:
+            return await self.on_name_and_id(*both)
         name = check_name(self.text)
         if isinstance(name, NameProblem):
-            message = {
-                NameProblem.TOO_SHORT: self.t.gettext(
-                    "That name is too short. Please send your full real name as on your ID card, e.g. 张伟."
-                ),
-                NameProblem.TOO_LONG: self.t.gettext(
-                    "That name is too long. Please send your real name as on your ID card, e.g. 张伟."
-                ),
-                NameProblem.CHARACTERS: self.t.gettext(
-                    "A name holds only Chinese characters, the middle dot · or Latin letters. Please send "
-                    "your real name as on your ID card, e.g. 张伟 or 阿依古丽·买买提."
-                ),
-                NameProblem.LOOKS_LIKE_ID: self.t.gettext(
-                    "That looks like an ID number. Your name first, please, e.g. 张伟; the ID number comes next."
-                ),
-            }[name]
-            return self.out(message, session=self.session, sensitive=name is NameProblem.LOOKS_LIKE_ID)
-        return self.out(
-            self.t.gettext(
-                "Step 2 of 3: your 18-character Resident ID number (居民身份证号), e.g. 11010519491231002X:"
+            return self.in_flow(self.name_problem(name), sensitive=name is NameProblem.LOOKS_LIKE_ID)
+        return self.in_flow(session=Session(state=State.BIND_ID, pending=PendingBind(name=SecretStr(name))))
+
+    async def on_name_and_id(self, name_text: str, id_text: str) -> Outcome:
+        """Both in one message, at step 1 or 2: the name is checked first, then the ID number."""
+        name = check_name(name_text)
+        if isinstance(name, NameProblem):
+            back = Session(state=State.BIND_NAME)
+            return self.in_flow(self.name_problem(name), session=back, sensitive=True)
+        return await self.take_id(SecretStr(name), id_text)
+
+    def name_problem(self, problem: NameProblem) -> str:
+        t = self.t
+        return {
+            NameProblem.TOO_SHORT: t.gettext("That name is too short."),
+            NameProblem.TOO_LONG: t.gettext("That name is too long."),
+            NameProblem.CHARACTERS: t.gettext(
+                "A name on the ID card holds only Chinese characters, and in some names the middle dot ·."
             ),
-            session=Session(state=State.BIND_ID, pending=PendingBind(name=SecretStr(name))),
-        )
+            NameProblem.LATIN: t.gettext(
+                "Your Resident ID card shows your name in Chinese characters, and the insurance platform "
+                "knows you by them: please send those (e.g. 张伟, not Zhang Wei). Nothing was checked "
+                "yet, so this cost no attempt."
+            ),
+            NameProblem.LOOKS_LIKE_ID: t.gettext(
+                "That looks like an ID number. Your name first, please, or both in one message, e.g. "
+                "张伟 11010519491231002X."
+            ),
+        }[problem]
+
+    # -- step 2: the ID number -----------------------------------------------------------------
 
     async def on_id_number(self) -> Outcome:
         pending = self.session.pending
         if pending is None or pending.name is None:  # the session lost its pending part: start over
             return await self.cmd_bind()
-        checked = check_id_number(self.text, today=self.now.astimezone(self.cfg.timezone).date())
+        both = split_name_and_id(self.text)
+        if both is not None:  # a corrected name with the ID number
+            return await self.on_name_and_id(*both)
+        if not any(ch.isdigit() for ch in self.text):
+            name = check_name(self.text)
+            if name is NameProblem.LATIN:
+                return self.in_flow(self.name_problem(name))
+            if not isinstance(name, NameProblem):  # the name again: the user corrects step 1
+                return self.in_flow(
+                    self.t.gettext("OK, I'll use the name {name}.").format(name=name),
+                    session=Session(state=State.BIND_ID, pending=PendingBind(name=SecretStr(name))),
+                )
+        return await self.take_id(pending.name, self.text)
+
+    async def take_id(self, name: SecretStr, text: str) -> Outcome:
+        at_id_step = Session(state=State.BIND_ID, pending=PendingBind(name=name))
+        checked = check_id_number(text, today=self.now.astimezone(self.cfg.timezone).date())
         if isinstance(checked, IdProblem):
-            return self.out(self.id_problem(checked), session=self.session, sensitive=True)
+            return self.in_flow(self.id_problem(checked, text), session=at_id_step, sensitive=True)
         platforms = self.ranked_platforms(checked)
         if len(platforms) == 1:
-            return await self.look_up(pending.name, checked, platforms[0].name)
-        return self.ask_platform(
-            Session(
-                state=State.BIND_PLATFORM,
-                pending=PendingBind(name=pending.name, id_number=SecretStr(checked)),
-            ),
-            platforms,
-            sensitive=True,
+            return await self.look_up(name, checked, platforms[0].name)
+        session = Session(
+            state=State.BIND_PLATFORM, pending=PendingBind(name=name, id_number=SecretStr(checked))
         )
+        return self.in_flow(session=session, sensitive=True)
+
+    def id_problem(self, problem: IdProblem, text: str) -> str:
+        t = self.t
+        return {
+            IdProblem.LENGTH: t.gettext("An ID number has 18 characters; you sent {n}.").format(
+                n=id_length(text)
+            ),
+            IdProblem.FORMAT: t.gettext("An ID number is 17 digits followed by a digit or X."),
+            IdProblem.BIRTH_DATE: t.gettext(
+                "The birth date in that ID number (characters 7 to 14, e.g. 19900307) is not a possible date."
+            ),
+            IdProblem.CHECKSUM: t.gettext(
+                "The last character of that ID number does not match the others, so a character was "
+                "probably mistyped."
+            ),
+            IdProblem.REGION: t.gettext(
+                "The first six digits of that ID number are not a known region code."
+            ),
+        }[problem]
+
+    # -- step 3 of 4: the platform -------------------------------------------------------------
 
     def ranked_platforms(self, id_number: str) -> list[PlatformInfo]:
         """The platforms, those serving the ID number's region first (most specific first)."""
         return sorted(self.insurance.platforms(), key=lambda p: -p.serves(id_number))
 
-    def ask_platform(
-        self, session: Session, platforms: list[PlatformInfo], *, sensitive: bool = False
-    ) -> Outcome:
-        best = platforms[0] if platforms[0].serves(self.id_of(session)) else None
-        buttons = tuple(
+    def platform_buttons(self, session: Session, platforms: list[PlatformInfo]) -> tuple[Button, ...]:
+        best = platforms[0] if platforms and platforms[0].serves(self.id_of(session)) else None
+        return tuple(
             Button(
                 label=(
                     self.t.gettext("{platform} (matches your ID number)").format(platform=p.label)
@@ -120,18 +266,6 @@ class BindingFlow(Turn):
                 payload=f"/platform {p.name}",
             )
             for p in platforms
-        )
-        text = self.t.gettext("Which insurance platform are you insured on? Choose one:")
-        return Outcome(
-            replies=(
-                Reply(
-                    text=text,
-                    buttons=buttons,
-                    sensitive_input=sensitive,
-                    deleted_note=self.deletion_note(sensitive),
-                ),
-            ),
-            session=session,
         )
 
     @staticmethod
@@ -143,7 +277,8 @@ class BindingFlow(Turn):
         pending = self.session.pending
         if self.session.state is not State.BIND_PLATFORM or pending is None or pending.name is None:
             return self.out(
-                self.t.gettext("There is no platform to choose right now. Send /bind to start binding.")
+                self.bound_note()
+                or self.t.gettext("There is no platform to choose right now. Send /bind to start binding.")
             )
         id_number = self.id_of(self.session)
         platforms = self.ranked_platforms(id_number)
@@ -151,9 +286,18 @@ class BindingFlow(Turn):
         chosen = next((p for p in platforms if wanted in (p.name.lower(), p.label.lower())), None)
         if chosen is None and wanted.isdigit() and 1 <= int(wanted) <= len(platforms):
             chosen = platforms[int(wanted) - 1]
+        if chosen is None and wanted:  # a part of one label only ("上海" for "上海医保")
+            partial = [p for p in platforms if wanted in p.label.lower() or wanted in p.name.lower()]
+            chosen = partial[0] if len(partial) == 1 else None
         if chosen is None:
-            return self.ask_platform(self.session, platforms)
+            if sum(ch.isdigit() for ch in answer) >= 6:  # an ID number again, say: not echoed, deleted
+                return self.in_flow(self.t.gettext("That is not one of the choices."), sensitive=True)
+            return self.in_flow(
+                self.t.gettext('"{answer}" is not one of the choices.').format(answer=answer[:30])
+            )
         return await self.look_up(pending.name, id_number, chosen.name)
+
+    # -- the lookup ----------------------------------------------------------------------------
 
     async def look_up(self, name: SecretStr, id_number: str, platform: PlatformName) -> Outcome:
         try:
@@ -178,73 +322,73 @@ class BindingFlow(Turn):
             return self.refused(sent, sensitive=True, session=keep)
         return self.code_step(sent, at_code_step, sensitive=True)
 
-    def id_problem(self, problem: IdProblem) -> str:
-        t = self.t
-        return {
-            IdProblem.LENGTH: t.gettext(
-                "An ID number has 18 characters; you sent {n}. Please check it and send it again."
-            ).format(n=id_length(self.text)),
-            IdProblem.FORMAT: t.gettext(
-                "An ID number is 17 digits followed by a digit or X. Please check it and send it again."
-            ),
-            IdProblem.BIRTH_DATE: t.gettext(
-                "The birth date in that ID number (characters 7 to 14, e.g. 19900307) is not a possible "
-                "date. Please check it and send it again."
-            ),
-            IdProblem.CHECKSUM: t.gettext(
-                "The last character of that ID number does not match the others, so a character was "
-                "probably mistyped. Please check it and send it again."
-            ),
-            IdProblem.REGION: t.gettext(
-                "The first six digits of that ID number are not a known region code. Please check it "
-                "and send it again."
-            ),
-        }[problem]
+    def failure_warning(self, failures: Failures | None) -> tuple[str, ...]:
+        """Before the last attempt that would pause binding: that it would, and for how long."""
+        if failures is None or failures.left != 1 or failures.locked_until is not None:
+            return ()
+        minutes = max(1, math.ceil(failures.pause_seconds / 60))
+        return (
+            self.t.ngettext(
+                "Careful: one more failed attempt pauses binding for {minutes} minute.",
+                "Careful: one more failed attempt pauses binding for {minutes} minutes.",
+                minutes,
+            ).format(minutes=minutes),
+        )
 
     async def lookup_failed(self, problem: InsuranceProblem, name: SecretStr) -> Outcome:
         t = self.t
+        failures = None
         if problem.code in (ProblemCode.MEMBER_NOT_FOUND, ProblemCode.IDENTITY_MISMATCH):
-            until = await self.otp.record_failure(self.user)
-            if until is not None:
-                return self.locked_out(until)
+            failures = await self.otp.record_failure(self.user)
+            if failures.locked_until is not None:
+                return self.locked_out(failures.locked_until)
         if problem.code is ProblemCode.MEMBER_NOT_FOUND:
-            return self.out(
+            return self.in_flow(
                 t.gettext(
-                    "I could not find insurance records for that ID number. Please check it and send it "
-                    "again. If you enrolled recently, your records may not be online yet: try again later "
-                    "or call {hotline}."
+                    "I could not find insurance records for that ID number. If you enrolled recently, "
+                    "your records may not be online yet: try again later or call {hotline}."
                 ).format(hotline=self.cfg.hotline),
+                *self.failure_warning(failures),
                 session=Session(state=State.BIND_ID, pending=PendingBind(name=name)),
                 sensitive=True,
             )
         if problem.code is ProblemCode.IDENTITY_MISMATCH:
-            return self.out(
-                t.gettext(
-                    "The name does not match that ID number on the insurance platform. Please send your "
-                    "name exactly as on your ID card (with the middle dot · if it has one):"
-                ),
+            return self.in_flow(
+                t.gettext("The name does not match that ID number on the insurance platform."),
+                *self.failure_warning(failures),
                 session=Session(state=State.BIND_NAME),
                 sensitive=True,
             )
         return self.out(self.platform_problem(problem), sensitive=True)
 
+    # -- step 3 (or 4): the code ---------------------------------------------------------------
+
     def code_step(self, sent: CodeSent, session: Session, *, sensitive: bool = False) -> Outcome:
         """The code went out: say where, with a button for a new one."""
-        resend = Button(label=self.t.gettext("Send a new code"), payload="/resend")
         reply = Reply(
-            text=self.code_sent(sent),
-            buttons=(resend,),
+            text=self.code_sent(sent, session),
+            buttons=(self.resend_button(),),
             sensitive_input=sensitive,
             deleted_note=self.deletion_note(sensitive),
         )
         return Outcome(replies=(reply,), session=session)
 
-    def code_sent(self, sent: CodeSent) -> str:
+    def code_sent(self, sent: CodeSent, session: Session) -> str:
         return self.t.gettext(
-            "Step 3 of 3: I sent a 6-digit code by SMS to {phone}, the number the insurance platform has "
+            "{step}: I sent a 6-digit code by SMS to {phone}, the number the insurance platform has "
             "on file. It is valid for {minutes} minutes. Send it here (/resend for a new one, /cancel to "
             "stop)."
-        ).format(phone=sent.masked_phone, minutes=self.cfg.code_ttl_minutes)
+        ).format(step=self.step_of(session.state), phone=sent.masked_phone, minutes=self.cfg.code_ttl_minutes)
+
+    def at_code_step(self, *texts: str, sensitive: bool = False) -> Outcome:
+        """An answer at the code step: it keeps the step and its button for a new code."""
+        reply = Reply(
+            text="\n".join(texts),
+            buttons=(self.resend_button(),),
+            sensitive_input=sensitive,
+            deleted_note=self.deletion_note(sensitive),
+        )
+        return Outcome(replies=(reply,), session=self.session)
 
     def refused(
         self, refusal: CodeRefused, *, sensitive: bool = False, session: Session | None = None
@@ -269,27 +413,36 @@ class BindingFlow(Turn):
         else:
             text = t.gettext("The SMS could not be sent. Please try /resend in a minute.")
         keep = session or (self.session if self.session.state is State.BIND_CODE else Session())
+        if keep.state is State.BIND_CODE:  # a code sent before still works meanwhile
+            return self.in_flow(text, session=keep, sensitive=sensitive)
         return self.out(text, session=keep, sensitive=sensitive)
 
     async def cmd_resend(self, _arg: str = "") -> Outcome:
         if self.session.state is not State.BIND_CODE:
-            return self.out(self.t.gettext("There is no code to resend. Send /bind to start binding."))
+            return self.out(
+                self.bound_note()
+                or self.t.gettext("There is no code to resend. Send /bind to start binding.")
+            )
         sent = await self.otp.resend(self.user, self.locale)
         if isinstance(sent, CodeRefused):
             return self.refused(sent)
         return self.code_step(sent, self.session)
 
+    def not_a_code(self, code: str) -> str:
+        if code.isdigit():
+            return self.t.gettext(
+                "A code has {digits} digits; you sent {n}. That did not count as a try."
+            ).format(digits=CODE_DIGITS, n=len(code))
+        return self.t.gettext(
+            "A code is {digits} digits, with no letters or other signs. That did not count as a try."
+        ).format(digits=CODE_DIGITS)
+
     async def on_code(self) -> Outcome:
         t = self.t
-        code = self.text.replace(" ", "")
+        code = _CODE_SPACING.sub("", self.text)
         pending = self.session.pending
-        if not _CODE.match(code):
-            return self.out(
-                t.gettext(
-                    "Please send the 6-digit code from the SMS (/resend for a new one, /cancel to stop)."
-                ),
-                session=self.session,
-            )
+        if len(code) != CODE_DIGITS or not code.isdigit():
+            return self.in_flow(self.not_a_code(code), sensitive=any(ch.isdigit() for ch in code))
         if (
             pending is None
             or pending.id_number is None
@@ -301,41 +454,66 @@ class BindingFlow(Turn):
         check = await self.otp.verify(self.user, code)
         match check.verdict:
             case Verdict.OK:
-                binding = Binding(
-                    member_id=pending.member_id,
-                    platform=pending.platform,
-                    id_number=pending.id_number,
-                    phone=pending.phone,
-                    bound_at=self.now,
-                )
-                return self.out(
-                    t.gettext(
-                        "Done! Your account is bound (ID {id}). Try /balance, or /alert 100 to hear from me "
-                        "when the balance drops below ¥100."
-                    ).format(id=mask_id_number(binding.id_number.get_secret_value())),
-                    sensitive=True,
-                    set_binding=binding,
-                )
+                return await self.bound(pending.member_id, pending.platform, pending.id_number, pending.phone)
             case Verdict.WRONG:
-                return self.out(
-                    t.ngettext(
-                        "That code is not right. {n} try left.",
-                        "That code is not right. {n} tries left.",
-                        check.tries_left,
-                    ).format(n=check.tries_left),
-                    session=self.session,
-                    sensitive=True,
+                wrong = t.ngettext(
+                    "That code is not right. {n} try left.",
+                    "That code is not right. {n} tries left.",
+                    check.tries_left,
+                ).format(n=check.tries_left)
+                warning = self.failure_warning(check.failures) if check.tries_left == 1 else ()
+                hint = (
+                    (t.gettext("(A code wrong too often counts as one.) If unsure, /resend first."),)
+                    if warning
+                    else ()
                 )
+                return self.in_flow(wrong, *warning, *hint, sensitive=True)
             case Verdict.VOID if check.locked_until is not None:
                 return self.locked_out(check.locked_until)
             case Verdict.VOID:
                 text = t.gettext(
                     "That code was wrong too many times and no longer works. Send /resend for a new one."
                 )
+                return self.at_code_step(text, *self.failure_warning(check.failures), sensitive=True)
             case Verdict.EXPIRED:
                 text = t.gettext("That code has expired. Send /resend for a new one.")
             case Verdict.LOCKED_OUT if check.locked_until is not None:
                 return self.locked_out(check.locked_until)
             case _:
                 text = t.gettext("There is no active code. Send /resend for a new one, or /cancel.")
-        return self.out(text, session=self.session, sensitive=True)
+        return self.at_code_step(text, sensitive=True)
+
+    async def bound(
+        self, member: MemberId, platform: PlatformName, id_number: SecretStr, phone: SecretStr
+    ) -> Outcome:
+        """The right code: the binding, and what it can do, as the member's insurance allows (the
+        balance says whether there is a personal account; it is kept for the next /balance)."""
+        try:
+            view = await self.insurance.balance(platform, member)
+        except InsuranceProblem:
+            view = None
+        personal = None if view is None else view.personal_account is not None
+        binding = Binding(
+            member_id=member,
+            platform=platform,
+            id_number=id_number,
+            phone=phone,
+            bound_at=self.now,
+            personal_account=personal,
+        )
+        masked = mask_id_number(id_number.get_secret_value())
+        if personal is True:
+            text = self.t.gettext(
+                "Done! Your account is bound (ID {id}). Try /balance, or /alert 100 to hear from me when "
+                "the balance drops below ¥100."
+            )
+        elif personal is False:
+            text = self.t.gettext(
+                "Done! Your account is bound (ID {id}). Try /balance to see this year's pooled fund. Your "
+                "insurance has no personal account, so there is no balance for me to alert you about."
+            )
+        else:
+            text = self.t.gettext("Done! Your account is bound (ID {id}). Try /balance.")
+        cache = view is not None and self.cfg.balance_cache_seconds > 0
+        cached = CachedBalance(view=view, fetched_at=self.now) if view is not None and cache else None
+        return self.out(text.format(id=masked), sensitive=True, set_binding=binding, cache_balance=cached)

@@ -27,12 +27,18 @@ class NameProblem(StrEnum):
     TOO_SHORT = "too_short"
     TOO_LONG = "too_long"
     CHARACTERS = "characters"
+    LATIN = "latin"
+    """Latin letters only (``Zhang Wei``): a Resident ID card has the name in Chinese characters."""
     LOOKS_LIKE_ID = "looks_like_id"
 
 
 _OLDEST_AGE = 130
 _MIDDLE_DOTS = re.compile(r"[•・．.·]")
-_NAME_OK = re.compile(r"^[\u3400-\u9fff\uf900-\ufaff·A-Za-z' -]+$")
+_NAME_OK = re.compile(r"^[\u3400-\u9fff\uf900-\ufaff\U00020000-\U0003134f·]+$")
+_LATIN = re.compile(r"^[A-Za-z' ·.-]+$")
+_ID_CHARS = re.compile(r"^[0-9X]*$")
+_ID_IN_TEXT = re.compile(r"(?<![0-9A-Za-z])[0-9][0-9 ]{13,}[0-9Xx](?![0-9A-Za-z])")
+_SEPARATORS = " ,，、;；:：/"
 
 
 def normalize_id_number(text: str) -> str:
@@ -43,6 +49,8 @@ def normalize_id_number(text: str) -> str:
 def check_id_number(text: str, *, today: date) -> str | IdProblem:
     """The normalised 18-character number, or the first thing wrong with it."""
     number = normalize_id_number(text)
+    if not _ID_CHARS.match(number):  # words, not a mistyped number: its length means nothing
+        return IdProblem.FORMAT
     if len(number) != 18:
         return IdProblem.LENGTH
     if not number[:17].isdigit() or not (number[17].isdigit() or number[17] == "X"):
@@ -67,12 +75,15 @@ def id_length(text: str) -> int:
 
 
 def check_name(text: str) -> str | NameProblem:
-    """A real name as on the ID card: Chinese characters (with ``·`` in many minority names) or
-    Latin letters for foreign permanent residents."""
-    name = " ".join(unicodedata.normalize("NFKC", text).split())
-    name = _MIDDLE_DOTS.sub("·", name)
-    if len(re.sub(r"\D", "", name)) >= 15:
+    """A real name as on the Resident ID card: Chinese characters, with ``·`` in many minority
+    names (``阿依古丽·买买提``). Spaces are dropped (``张 伟`` is ``张伟``); a name in Latin letters
+    is told apart, because its answer is different: the card has the name in characters."""
+    folded = _MIDDLE_DOTS.sub("·", " ".join(unicodedata.normalize("NFKC", text).split()))
+    if len(re.sub(r"\D", "", folded)) >= 15:
         return NameProblem.LOOKS_LIKE_ID
+    if _LATIN.match(folded) and any(c.isalpha() for c in folded):
+        return NameProblem.LATIN
+    name = folded.replace(" ", "").strip("·")
     if len(name) < 2:
         return NameProblem.TOO_SHORT
     if len(name) > 40:
@@ -80,3 +91,16 @@ def check_name(text: str) -> str | NameProblem:
     if not _NAME_OK.match(name):
         return NameProblem.CHARACTERS
     return name
+
+
+def split_name_and_id(text: str) -> tuple[str, str] | None:
+    """A name and an ID number sent in one message (``周婷 110101199211200968``, either order, any
+    separator), or None when the message does not hold both."""
+    folded = unicodedata.normalize("NFKC", text)
+    found = _ID_IN_TEXT.search(folded)
+    if found is None:
+        return None
+    rest = (folded[: found.start()] + " " + folded[found.end() :]).strip(_SEPARATORS)
+    if not rest or not any(c.isalpha() for c in rest):
+        return None
+    return rest, found.group()

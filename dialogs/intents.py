@@ -23,6 +23,8 @@ class Intent(StrEnum):
     BIND = "bind"
     HELP = "help"
     GREETING = "greeting"
+    AMOUNT = "amount"
+    """A bare sum of money ("100元", "¥88.5"): perhaps an alert amount, never set unasked."""
     UNKNOWN = "unknown"
 
 
@@ -60,6 +62,10 @@ _ALERT = [
         re.I,
     ),
 ]
+_BARE_AMOUNT = re.compile(
+    r"^(?P<amt>(?:¥|rmb|cny)\s*\d[\d,]*(?:\.\d+)?|\d[\d,]*(?:\.\d+)?\s*(?:元|块钱|块|yuan|rmb|cny))[。.!！]?$",
+    re.I,
+)
 _BALANCE = re.compile(
     r"余额|还剩|剩多少|剩下多少|剩余多少|有多少钱|多少钱|还有多少|查.*医保|医保.*(?:多少|查)|"
     r"\bbalance\b|how much.*\b(?:left|have|remain)|what'?s left|\bremaining\b",
@@ -101,6 +107,9 @@ def understand(text: str) -> Understood:
         m = pattern.search(text)
         if m:
             return Understood(Intent.ALERT, m["amt"].strip())
+    bare = _BARE_AMOUNT.match(text)
+    if bare:
+        return Understood(Intent.AMOUNT, bare["amt"])
     if _SPENT.search(text):
         period = next((p for p, pattern in _PERIODS if pattern.search(text)), Period.THIS_MONTH)
         fund = Fund.POOLED if _POOLED.search(text) else Fund.PERSONAL if _PERSONAL.search(text) else Fund.ALL

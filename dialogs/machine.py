@@ -44,6 +44,26 @@ _ANYTIME = frozenset({"cancel", "help", "start", "lang", "bind"})
 _FLOW_COMMANDS = {State.BIND_CODE: "resend", State.BIND_PLATFORM: "platform"}
 _YES = frozenset({"yes", "y", "ok", "confirm", "确认", "确定", "是", "是的", "好", "好的", "对"})
 _LOOKS_LIKE_ID = re.compile(r"\d{17}[\dXx]")
+_COMMANDS = frozenset(
+    {
+        "start",
+        "help",
+        "bind",
+        "resend",
+        "balance",
+        "history",
+        "chart",
+        "platform",
+        "alert",
+        "unbind",
+        "cancel",
+        "lang",
+    }
+)
+
+_MOUNTED_COMMANDS = _COMMANDS - {"start", "help", "cancel", "lang"}
+"""What Yibao answers in a host's bot whatever the user is doing; the rest is the host's unless the
+user is in one of Yibao's flows."""
 
 
 class Conversation:
@@ -119,18 +139,21 @@ class _Turn(BindingFlow, AccountFlow, AlertFlow):
             case State.UNBIND_CONFIRM:
                 return self.on_unbind_answer()
             case State.ALERT_AMOUNT if any(ch.isdigit() for ch in self.text):
-                return self.set_alert(self.text)
+                return await self.set_alert(self.text, checked=True)
             case _:
                 return await self.free_text()
 
     async def command(self, cmd: Command) -> Outcome:
         state = self.session.state
         if state in BIND_STATES and cmd.name not in _ANYTIME and cmd.name != _FLOW_COMMANDS.get(state):
-            return self.out(
+            # Nothing else works before the binding does: say so, and what the step waits for.
+            known = cmd.name in _COMMANDS
+            return self.in_flow(
                 self.t.gettext(
-                    "You are in the middle of binding. Send what I asked for, or /cancel to stop."
-                ),
-                session=self.session,
+                    "You are in the middle of binding, so /{name} has to wait until it is done."
+                ).format(name=cmd.name)
+                if known
+                else self.t.gettext("I don't know the command /{name}.").format(name=cmd.name)
             )
         if state is State.UNBIND_CONFIRM and cmd.name == "unbind" and cmd.arg.lower() in _YES:
             return self.unbind_now()
@@ -153,43 +176,87 @@ class _Turn(BindingFlow, AccountFlow, AlertFlow):
             return self.out(
                 self.t.gettext("I don't know the command /{name}. /help lists what I can do.").format(
                     name=cmd.name
-                ),
-                session=self.session if state in BIND_STATES else None,
+                )
             )
         return await handler(cmd.arg)
 
+    def can_alert(self) -> bool:
+        """Alerts are offered unless the bound member is known to have no personal account."""
+        binding = self.profile.binding
+        return binding is None or binding.personal_account is not False
+
+    def flow_status(self) -> str:
+        """The status line: a bind in progress says so, with its step, rather than "not bound"."""
+        if self.session.state in BIND_STATES:
+            return self.t.gettext("Status: not bound yet; binding is in progress, at {step}.").format(
+                step=self.step_of(self.session.state)
+            )
+        status = self.status()
+        if not self.can_alert():
+            status += "\n" + self.t.gettext(
+                "Your insurance has no personal account, so there is no balance alert; /balance shows "
+                "the pooled fund."
+            )
+        return status
+
+    def with_flow(self, *replies: Reply, set_lang: str | None = None) -> Outcome:
+        """Replies to /start, /help or /lang: a bind in progress goes on, and its step is restated."""
+        in_bind = self.session.state in BIND_STATES
+        tail = (self.prompt(),) if in_bind else ()
+        return Outcome(replies=(*replies, *tail), session=self.keep_flow(), set_lang=set_lang)
+
     async def cmd_start(self, _arg: str = "") -> Outcome:
         t = self.t
-        intro = t.gettext(
-            "Hi, I'm Yibao. I check your medical-insurance (医保) account for you, right here in the chat:\n"
-            "• /bind — link your insurance account (real name + ID number + SMS code)\n"
-            '• /balance — personal account and pooled fund (or just ask "how much is left?")\n'
-            "• /history — your latest payments · /chart — the last 12 months in a picture\n"
-            "• /alert 100 — hear from me when the balance drops below ¥100\n"
-            "• /unbind — unlink and erase everything I keep about you\n"
-            "• /lang zh — 切换到中文 · /help — all commands · /cancel — leave what you are doing"
-        )
+        if self.can_alert():
+            intro = t.gettext(
+                "Hi, I'm Yibao. I check your medical-insurance (医保) account for you, right here in the chat:\n"
+                "• /bind — link your insurance account (real name + ID number + SMS code)\n"
+                '• /balance — personal account and pooled fund (or just ask "how much is left?")\n'
+                "• /history — your latest payments · /chart — the last 12 months in a picture\n"
+                "• /alert 100 — hear from me when the balance drops below ¥100\n"
+                "• /unbind — unlink and erase everything I keep about you\n"
+                "• /lang zh — 切换到中文 · /help — all commands · /cancel — leave what you are doing"
+            )
+        else:
+            intro = t.gettext(
+                "Hi, I'm Yibao. I check your medical-insurance (医保) account for you, right here in the chat:\n"
+                '• /balance — this year\'s pooled fund (or just ask "how much is left?")\n'
+                "• /history — your latest payments · /chart — the last 12 months in a picture\n"
+                "• /unbind — unlink and erase everything I keep about you\n"
+                "• /lang zh — 切换到中文 · /help — all commands · /cancel — leave what you are doing"
+            )
         privacy = t.gettext(
             "What I keep: your binding (your ID number and the phone number on file, both encrypted), "
             "your alert amount and your language, only to answer you and to alert you. A conversation "
             "in progress is forgotten after {minutes} minutes of silence. /unbind erases all of it at once."
         ).format(minutes=self.cfg.session_idle_minutes)
-        return self.out(intro, privacy + "\n\n" + self.status(), session=self.keep_flow())
+        return self.with_flow(Reply(text=intro), Reply(text=privacy + "\n\n" + self.flow_status()))
 
     async def cmd_help(self, _arg: str = "") -> Outcome:
-        text = self.t.gettext(
-            "Commands:\n"
-            "/bind — link your insurance account\n"
-            "/balance — see what is left\n"
-            "/history — latest payments (/history 30 for more) · /chart — the last 12 months\n"
-            "/alert 100 — alert me below ¥100 · /alert — show · /alert off — turn off\n"
-            "/unbind — unlink and erase my data\n"
-            "/lang zh or /lang en — language\n"
-            "/cancel — leave the current step\n"
-            'You can also just ask: "how much is left?", "how much did I spend last month?", '
-            '"alert me below 100".'
-        )
-        return self.out(text, session=self.keep_flow())
+        if self.can_alert():
+            text = self.t.gettext(
+                "Commands:\n"
+                "/bind — link your insurance account\n"
+                "/balance — see what is left\n"
+                "/history — latest payments (/history 30 for more) · /chart — the last 12 months\n"
+                "/alert 100 — alert me below ¥100 · /alert — show · /alert off — turn off\n"
+                "/unbind — unlink and erase my data\n"
+                "/lang zh or /lang en — language\n"
+                "/cancel — leave the current step\n"
+                'You can also just ask: "how much is left?", "how much did I spend last month?", '
+                '"alert me below 100".'
+            )
+        else:
+            text = self.t.gettext(
+                "Commands:\n"
+                "/balance — this year's pooled fund\n"
+                "/history — latest payments (/history 30 for more) · /chart — the last 12 months\n"
+                "/unbind — unlink and erase my data\n"
+                "/lang zh or /lang en — language\n"
+                "/cancel — leave the current step\n"
+                'You can also just ask: "how much is left?", "how much did the pooled fund pay this year?".'
+            )
+        return self.with_flow(Reply(text=text))
 
     async def free_text(self) -> Outcome:
         if _LOOKS_LIKE_ID.search(self.text):
@@ -211,7 +278,11 @@ class _Turn(BindingFlow, AccountFlow, AlertFlow):
             case Intent.CHART:
                 return await self.cmd_chart()
             case Intent.ALERT:
-                return self.set_alert(understood.arg)
+                return await self.set_alert(understood.arg)
+            case Intent.AMOUNT:
+                suggested = await self.suggest_alert(understood.arg)
+                if suggested is not None:
+                    return suggested
             case Intent.BIND:
                 return await self.cmd_bind()
             case Intent.HELP:
@@ -230,11 +301,11 @@ class _Turn(BindingFlow, AccountFlow, AlertFlow):
             normalize_locale(arg)
         )
         if wanted is None:
-            return self.out(
-                self.t.gettext("Send /lang zh for Chinese or /lang en for English."), session=self.keep_flow()
+            return self.with_flow(
+                Reply(text=self.t.gettext("Send /lang zh for Chinese or /lang en for English."))
             )
-        t = self.conv.catalogs.get(wanted)
-        return self.out(t.gettext("Language set to English."), session=self.keep_flow(), set_lang=wanted)
+        self.t = self.conv.catalogs.get(wanted)  # the step, if any, is restated in the new language
+        return self.with_flow(Reply(text=self.t.gettext("Language set to English.")), set_lang=wanted)
 
     async def cmd_cancel(self, _arg: str = "") -> Outcome:
         if self.session.state is State.IDLE:

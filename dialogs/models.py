@@ -100,6 +100,9 @@ class Binding(_Frozen):
     id_number: SecretStr
     phone: SecretStr
     bound_at: datetime
+    personal_account: bool | None = None
+    """Whether the member had a personal account when bound (None: not known), so that what needs
+    one (alerts) is neither offered nor promised to a member without it."""
 
 
 class Profile(_Frozen):

@@ -69,6 +69,8 @@ class ProblemCode(StrEnum):
     MAINTENANCE = "maintenance"
     RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"
+    PLATFORM_GONE = "platform_gone"
+    """The binding names an insurance platform that is no longer configured: only a new bind helps."""
 
 
 class InsuranceProblem(Exception):
@@ -119,6 +121,9 @@ class ChartData:
     """The first day of each month shown, oldest first (12 of them)."""
     spending: tuple[tuple[str, tuple[Decimal, ...]], ...]
     """Per category label, the amount spent (a positive number) in each month of ``months``."""
+    balance_note: str = ""
+    """Said in the balance panel: why it is empty (no personal account), or that the figures are
+    the last known ones (the platform is still syncing)."""
 
 
 class ChartPort(Protocol):
@@ -172,10 +177,24 @@ class Verdict(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Failures:
+    """Failed bind attempts as the lockout counts them, so the user can be warned before the last."""
+
+    left: int
+    """Failed attempts still allowed before binding pauses (0 once it has paused)."""
+    pause_seconds: int
+    """How long binding then pauses."""
+    locked_until: datetime | None = None
+    """Set when this failure paused binding."""
+
+
+@dataclass(frozen=True, slots=True)
 class CodeCheck:
     verdict: Verdict
     tries_left: int = 0
     locked_until: datetime | None = None
+    failures: Failures | None = None
+    """For ``WRONG`` and ``VOID``: where the bind lockout stands (a voided code counts as a failure)."""
 
 
 class OtpPort(Protocol):
@@ -183,8 +202,8 @@ class OtpPort(Protocol):
 
     async def locked_until(self, user: UserKey) -> datetime | None: ...
 
-    async def record_failure(self, user: UserKey) -> datetime | None:
-        """Count a failed bind attempt; returns the lockout end if this one locked the user out."""
+    async def record_failure(self, user: UserKey) -> Failures:
+        """Count a failed bind attempt; ``locked_until`` is set if this one locked the user out."""
         ...
 
     async def send(self, user: UserKey, phone: SecretStr, locale: str) -> CodeSent | CodeRefused: ...

@@ -13,7 +13,7 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from dialogs.intents import Period
+from dialogs.intents import Fund, Period
 from dialogs.ports import TransactionView
 
 SPENDING_CATEGORIES = ("pharmacy", "outpatient", "inpatient")
@@ -46,29 +46,55 @@ def period_bounds(period: Period, now: datetime, tz: ZoneInfo) -> tuple[datetime
 
 
 @dataclass
-class Totals:
-    personal: Decimal = Decimal(0)
-    """Paid from the personal account (positive)."""
-    pooled: Decimal = Decimal(0)
-    """Paid by the pooled fund (positive)."""
+class Part:
+    """What one fund (or both together) paid: the amount, by category, and in how many payments.
+    The categories always add up to the amount."""
+
+    amount: Decimal = Decimal(0)
     by_category: dict[str, Decimal] = field(default_factory=dict)
     count: int = 0
 
+    def add(self, category: str, paid: Decimal) -> None:
+        if paid == 0:
+            return
+        self.amount += paid
+        self.by_category[category] = self.by_category.get(category, Decimal(0)) + paid
+        self.count += 1
+
+
+@dataclass
+class Totals:
+    parts: dict[Fund, Part] = field(default_factory=lambda: {fund: Part() for fund in Fund})
+
+    @property
+    def personal(self) -> Decimal:
+        """Paid from the personal account (positive)."""
+        return self.parts[Fund.PERSONAL].amount
+
+    @property
+    def pooled(self) -> Decimal:
+        """Paid by the pooled fund (positive)."""
+        return self.parts[Fund.POOLED].amount
+
     @property
     def total(self) -> Decimal:
-        return self.personal + self.pooled
+        return self.parts[Fund.ALL].amount
+
+    @property
+    def count(self) -> int:
+        return self.parts[Fund.ALL].count
 
 
 def totals(items: Iterable[TransactionView]) -> Totals:
+    """Spending (credits left out) split by who paid: each fund's part has its own categories and
+    count, so a breakdown shown under a fund's figure is of that figure."""
     out = Totals()
     for tx in items:
         if tx.category == CREDIT:
             continue
-        spent = -(tx.personal + tx.pooled)
-        out.personal -= tx.personal
-        out.pooled -= tx.pooled
-        out.by_category[tx.category] = out.by_category.get(tx.category, Decimal(0)) + spent
-        out.count += 1
+        out.parts[Fund.PERSONAL].add(tx.category, -tx.personal)
+        out.parts[Fund.POOLED].add(tx.category, -tx.pooled)
+        out.parts[Fund.ALL].add(tx.category, -(tx.personal + tx.pooled))
     return out
 
 

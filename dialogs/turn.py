@@ -36,6 +36,7 @@ from dialogs.ports import (
     CodeCheck,
     CodeRefused,
     CodeSent,
+    Failures,
     InsurancePort,
     InsuranceProblem,
     MemberMatch,
@@ -81,7 +82,7 @@ class _DryOtp:
     async def locked_until(self, user: UserKey) -> datetime | None:
         raise NeedsGuard
 
-    async def record_failure(self, user: UserKey) -> datetime | None:
+    async def record_failure(self, user: UserKey) -> Failures:
         raise NeedsGuard
 
     async def send(self, user: UserKey, phone: SecretStr, locale: str) -> CodeSent | CodeRefused:
@@ -259,12 +260,27 @@ class Turn:
                 )
 
     def account_problem(self, problem: InsuranceProblem) -> str:
+        binding = self.profile.binding
+        if problem.code is ProblemCode.PLATFORM_GONE:
+            return self.t.gettext(
+                'Your account was bound on the insurance platform "{platform}", which this service no '
+                "longer connects to, so I can't show anything from it. Send /bind to bind again (your "
+                "old binding is then replaced)."
+            ).format(platform=binding.platform if binding else "?")
         if problem.code is ProblemCode.MEMBER_NOT_FOUND:
             return self.t.gettext(
                 "The insurance platform no longer finds the account you bound (perhaps your "
                 "insurance moved to another region). Please /unbind and bind again, or call {hotline}."
             ).format(hotline=self.cfg.hotline)
         return self.platform_problem(problem)
+
+    async def current_balance(self, binding: Binding) -> tuple[BalanceView, CachedBalance | None]:
+        """The balance, from the cache while it is young; else from the platform, with what to cache."""
+        cached, ttl = self.cached, self.cfg.balance_cache_seconds
+        if cached is not None and (self.now - cached.fetched_at).total_seconds() < ttl:
+            return cached.view, None
+        view = await self.insurance.balance(binding.platform, binding.member_id)
+        return view, (CachedBalance(view=view, fetched_at=self.now) if ttl > 0 else None)
 
     def not_bound(self) -> Outcome:
         return self.out(

@@ -298,11 +298,27 @@ def _money_axis(ax: Axes, top: float, headroom: float = 1.15) -> None:
     ax.yaxis.set_major_formatter(FuncFormatter(_yuan))
 
 
+def _draw_note(ax: Axes, note: str, *, centre: bool) -> None:
+    """``ChartData.balance_note`` inside the balance panel: centred in an empty one, else at its top."""
+    import textwrap
+
+    wrapped = "\n".join(textwrap.wrap(note, width=46 if any(ord(c) > 0x2E80 for c in note) else 88))
+    box = {"boxstyle": "round,pad=0.4", "facecolor": "white", "edgecolor": GRID_COLOUR}
+    if centre:
+        ax.text(0.5, 0.5, wrapped, transform=ax.transAxes, ha="center", va="center", bbox=box)
+    else:
+        ax.text(0.01, 0.97, wrapped, transform=ax.transAxes, ha="left", va="top", fontsize=11, bbox=box)
+
+
 def _draw_balance(ax: Axes, data: ChartData) -> None:
     ax.set_title(data.balance_label)
     _month_axis(ax, data.months)
+    if data.balance_note:
+        _draw_note(ax, data.balance_note, centre=not data.balance)
     if not data.balance:
         _money_axis(ax, 0)
+        if data.balance_note:  # no figures at all: no scale either
+            ax.set_yticks([])
         return
     xs = [_day(day) for day, _ in data.balance]
     ys = [_num(amount) for _, amount in data.balance]

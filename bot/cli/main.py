@@ -98,15 +98,16 @@ def cmd_config_check(path: str | None) -> int:
         _print_problems(e)
         return EXIT_CONFIG
     _print_deprecations(settings, used)
+    has_key = bool(settings.security.pii_key or settings.security.pii_key_file)
+    if settings.redis.url and not has_key:  # what `yibao chat`/`run` would refuse to start with
+        print(f"{used or 'settings'}: security.pii_key: required when redis.url is set", file=sys.stderr)
+        return EXIT_CONFIG
     redis = "set (redis.url)" if settings.redis.url else f"embedded, data in {settings.general.data_dir}"
-    key = "set" if (settings.security.pii_key or settings.security.pii_key_file) else "not set (demo key)"
+    key = "set" if has_key else "not set (demo key)"
     print(f"{used or 'built-in defaults'}: OK")
     print(f"  redis: {redis}; prefix {settings.redis.prefix!r}")
     platforms = ", ".join(f"{p.name} ({p.kind})" for p in settings.insurance.platforms)
     print(f"  pii key: {key}; sms gateway: {settings.sms.gateway}; insurance platforms: {platforms}")
-    if settings.redis.url and not (settings.security.pii_key or settings.security.pii_key_file):
-        print(f"{used or 'settings'}: security.pii_key: required when redis.url is set", file=sys.stderr)
-        return EXIT_CONFIG
     return 0
 
 
@@ -119,7 +120,10 @@ def cmd_chat(settings: Settings, lang: str | None) -> int:
     setup_logging(settings.logging.level, settings.logging.file or settings.general.data_dir / "yibao.log")
     locale = lang or normalize_locale(os.environ.get("LANG"))
     adapter = ConsoleAdapter(
-        user_id=settings.console.user, locale=locale, files_dir=settings.general.data_dir / "files"
+        user_id=settings.console.user,
+        locale=locale,
+        files_dir=settings.general.data_dir / "files",
+        choose_locale=lang is not None,  # --lang wins over a language stored with /lang
     )
 
     async def chat() -> None:

@@ -32,7 +32,7 @@ from bot.storage.keys import Keys, UserKind
 from dialogs.i18n import Catalogs
 from dialogs.masking import mask_phone
 from dialogs.models import UserKey
-from dialogs.ports import Clock, CodeCheck, CodeRefused, CodeSent, Refusal, Verdict
+from dialogs.ports import Clock, CodeCheck, CodeRefused, CodeSent, Failures, Refusal, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -133,21 +133,25 @@ class OtpService:
     async def locked_until(self, user: UserKey) -> datetime | None:
         return self._locked(await self._load(user), self.clock.now().timestamp())
 
-    async def record_failure(self, user: UserKey) -> datetime | None:
+    async def record_failure(self, user: UserKey) -> Failures:
         record = await self._load(user)
         return await self._fail(user, record, self.clock.now().timestamp())
 
+    def _failures(self, fails: list[float]) -> Failures:
+        left = max(0, self.limits.lockout_after_failures - len(fails))
+        return Failures(left=left, pause_seconds=self.limits.lockout_seconds)
+
     async def _fail(
         self, user: UserKey, record: dict[str, str], now: float, drop: tuple[str, ...] = ()
-    ) -> datetime | None:
+    ) -> Failures:
         fails = [*self._times(record, "fails", now - self.limits.failure_window_seconds), now]
         if len(fails) >= self.limits.lockout_after_failures:
             until = now + self.limits.lockout_seconds
             await self._save(user, {"locked": repr(until), "fails": "[]"}, drop=(*_CODE_FIELDS, *drop))
             log.info("bind lockout for %s until %s", user, self._dt(until).isoformat())
-            return self._dt(until)
+            return Failures(left=0, pause_seconds=self.limits.lockout_seconds, locked_until=self._dt(until))
         await self._save(user, {"fails": json.dumps(fails)}, drop=drop)
-        return None
+        return self._failures(fails)
 
     async def send(self, user: UserKey, phone: SecretStr, locale: str) -> CodeSent | CodeRefused:
         record = await self._load(user)
@@ -237,10 +241,13 @@ class OtpService:
         tries = int(record.get("tries", 0)) + 1
         if tries < self.limits.max_attempts:
             await self._save(user, {"tries": str(tries)})
-            return CodeCheck(Verdict.WRONG, tries_left=self.limits.max_attempts - tries)
+            fails = self._times(record, "fails", now - self.limits.failure_window_seconds)
+            return CodeCheck(
+                Verdict.WRONG, tries_left=self.limits.max_attempts - tries, failures=self._failures(fails)
+            )
         log.info("bind code voided after %d wrong tries for %s", tries, user)
-        until = await self._fail(user, record, now, drop=_CODE_FIELDS)
-        return CodeCheck(Verdict.VOID, locked_until=until)
+        failures = await self._fail(user, record, now, drop=_CODE_FIELDS)
+        return CodeCheck(Verdict.VOID, locked_until=failures.locked_until, failures=failures)
 
     async def discard(self, user: UserKey) -> None:
         await self._save(user, {}, drop=(*_CODE_FIELDS, *_PHONE_FIELDS))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +29,8 @@ from insurance.models import (
     SyncStatus,
     TransactionPage,
 )
+
+log = logging.getLogger(__name__)
 
 
 class ContractClient(Protocol):
@@ -89,14 +92,23 @@ class PlatformRegistry:
     def __init__(self, platforms: Sequence[Platform]) -> None:
         self._by_name = {p.info.name: p for p in platforms}
         self._infos = tuple(p.info for p in platforms)
+        self._gone_logged: set[str] = set()
 
     def platforms(self) -> tuple[PlatformInfo, ...]:
         return self._infos
 
     def _client(self, platform: PlatformName) -> ContractClient:
         found = self._by_name.get(platform)
-        if found is None:  # a binding to a platform no longer configured
-            raise InsuranceProblem(ProblemCode.UNAVAILABLE)
+        if found is None:  # a binding to a platform no longer configured: only a new bind helps
+            if platform not in self._gone_logged:  # once per platform and process, not per message
+                self._gone_logged.add(platform)
+                log.warning(
+                    "bindings to the insurance platform %r remain, but it is no longer configured: "
+                    "their users are asked to bind again (configured: %s)",
+                    platform,
+                    ", ".join(self._by_name) or "none",
+                )
+            raise InsuranceProblem(ProblemCode.PLATFORM_GONE)
         return found.client
 
     async def find_member(self, platform: PlatformName, name: str, id_number: str) -> MemberMatch:

@@ -119,15 +119,16 @@ class StateCodec:
     # -- profile -------------------------------------------------------------------------------
 
     def encode_binding(self, user: UserKey, binding: Binding) -> str:
-        return json.dumps(
-            {
-                "member_id": binding.member_id,
-                "platform": binding.platform,
-                "id": self.cipher.encrypt(binding.id_number.get_secret_value(), context=f"id|{user}"),
-                "phone": self.cipher.encrypt(binding.phone.get_secret_value(), context=f"phone|{user}"),
-                "bound_at": binding.bound_at.isoformat(),
-            }
-        )
+        record: dict[str, object] = {
+            "member_id": binding.member_id,
+            "platform": binding.platform,
+            "id": self.cipher.encrypt(binding.id_number.get_secret_value(), context=f"id|{user}"),
+            "phone": self.cipher.encrypt(binding.phone.get_secret_value(), context=f"phone|{user}"),
+            "bound_at": binding.bound_at.isoformat(),
+        }
+        if binding.personal_account is not None:
+            record["personal_account"] = binding.personal_account
+        return json.dumps(record)
 
     @staticmethod
     def binding_member(raw: bytes) -> tuple[PlatformName, MemberId]:
@@ -149,6 +150,7 @@ class StateCodec:
                 id_number=LazySecret(partial(self.cipher.decrypt, record["id"], context=f"id|{user}")),
                 phone=LazySecret(partial(self.cipher.decrypt, record["phone"], context=f"phone|{user}")),
                 bound_at=datetime.fromisoformat(record["bound_at"]),
+                personal_account=record.get("personal_account"),
             )
         threshold = None
         if b"threshold" in fields:

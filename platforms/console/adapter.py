@@ -3,8 +3,11 @@
 Interactive (a terminal on both ends): a prompt, replies as they come, unprompted messages (SMS in
 the demo, alerts later) printed above the prompt as they arrive. Scripted (stdin is not a terminal):
 one message per input line, the replies printed after it and then one empty line (empty lines
-inside a reply are left out), so another program can tell where the answer to each line ends. Buttons are listed with numbers; typing the
-number presses the button. A reply's file (a chart) is saved in ``files_dir`` and its path printed. Buttons are listed with numbers; typing the number presses the button.
+inside a reply are left out), so another program can tell where the answer to each line ends.
+Buttons are listed with numbers; typing the number presses the button. A reply's file (a chart) is
+saved in ``files_dir``, its name starting with the user, and never over another file; its path is
+printed. A language chosen on the command line (``choose_locale``) is the user's choice: it is set
+once at start, as ``/lang`` would, so a language stored earlier does not silently win over it.
 """
 
 from __future__ import annotations
@@ -37,8 +40,11 @@ class ConsoleAdapter:
         stdout: TextIO | None = None,
         interactive: bool | None = None,
         files_dir: Path | None = None,
+        choose_locale: bool = False,
     ) -> None:
         self.user = UserKey(f"{self.platform}:{user_id}")
+        self.user_id = user_id
+        self.choose_locale = choose_locale and locale is not None
         self.files_dir = files_dir or Path(".")
         self.locale = locale
         self.stdin = stdin or sys.stdin
@@ -74,13 +80,24 @@ class ConsoleAdapter:
             self._write("\n")
 
     def _save(self, filename: str, content: bytes) -> Path:
-        """Write a reply's file (0600: a chart shows someone's money) and return where it went."""
+        """Write a reply's file (0600: a chart shows someone's money) under a name of this user's
+        that no earlier file has, and return where it went."""
         self.files_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = (self.files_dir / re.sub(r"[^A-Za-z0-9._-]", "_", filename)).resolve()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-        return path
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", f"{self.user_id}-{filename}")
+        stem, dot, ext = safe.rpartition(".")
+        if not dot:
+            stem, ext = safe, ""
+        for n in range(1, 10_000):
+            name = safe if n == 1 else f"{stem}-{n}{dot}{ext}"
+            path = (self.files_dir / name).resolve()
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                continue
+            with os.fdopen(fd, "wb") as f:
+                f.write(content)
+            return path
+        raise FileExistsError(f"no free file name for {safe} in {self.files_dir}")
 
     def _unprompted(self, text: str) -> None:
         if self.interactive and self._waiting_for_input:
@@ -137,6 +154,12 @@ class ConsoleAdapter:
             self._write(
                 "Yibao — 医保余额查询 / medical-insurance balance. /start to begin, Ctrl-D to leave.\n"
             )
+        if self.choose_locale:
+            # As if the user sent /lang: shown at a terminal; in a script it answers no line, so it
+            # prints nothing there (each printed block answers one input line).
+            replies = await handle(Inbound(user=self.user, text=f"/lang {self.locale}", locale=self.locale))
+            if self.interactive:
+                self._render(replies)
         while True:
             ready.set()
             line = await queue.get()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -141,6 +142,87 @@ def test_embedded_default_needs_no_redis_on_path_and_keeps_data(tmp_path: Path) 
     again = Chat(env, tmp_path, "--lang", "en")  # a restart finds the binding again
     try:
         assert "Personal account" in again.say("/balance")
+        assert again.close() == 0
+    finally:
+        if again.proc.poll() is None:
+            again.proc.kill()
+
+
+STEP = re.compile(r"第 \d 步（共 \d 步）|Step \d of \d")
+
+
+def test_a_new_user_meets_issue_12_in_zh_and_en(
+    tmp_path: Path, redis_url: str, sync_redis: redis.Redis
+) -> None:
+    """The issue's inputs through ``yibao chat`` on a pipe: every answer inside the bind flow names its
+    step; a member without a personal account is never promised an alert; the breakdown adds up; a
+    "1" after a malformed code presses the resend button; charts never overwrite each other; and
+    ``--lang en`` wins over a language stored earlier."""
+    resident = demo("resident")  # 王秀英
+    data = tmp_path / "data"
+    env = clean_env(
+        YIBAO_REDIS__URL=redis_url,
+        YIBAO_SECURITY__PII_KEY=new_key_text(),
+        YIBAO_GENERAL__DATA_DIR=str(data),
+        YIBAO_OTP__RESEND_INTERVAL_SECONDS="0",
+        LANG="C.UTF-8",
+    )
+    chat = Chat(env, tmp_path, "--lang", "zh")
+    try:
+        in_flow = [chat.say("/bind")]
+        for text in (
+            "Zhang Wei",
+            "/start",
+            "/balance",
+            resident.name,
+            "/help",
+            f"{resident.name} {resident.id_number}",
+        ):
+            in_flow.append(chat.say(text))
+        chat.code(in_flow[-1])
+        in_flow.append(chat.say("12345"))  # a malformed code: no try used
+        assert "不计入尝试次数" in in_flow[-1]
+        assert in_flow[-1].splitlines()[-1] == "[1] 重新发送验证码"
+        in_flow.append(chat.say("1"))  # the button, still offered
+        new_code = chat.code(in_flow[-1])  # a new SMS: the "1" pressed "send a new code"
+        for answer in in_flow:
+            assert STEP.search(answer), answer
+        assert "汉字" in in_flow[1]
+        assert "绑定进行中" in in_flow[2]
+        assert "尚未绑定。发送 /bind" not in in_flow[2]
+        assert "/balance 需要等绑定完成后才能使用" in in_flow[3]
+
+        done = chat.say(new_code)
+        assert "已绑定" in done
+        assert "/alert" not in done
+        for text in ("/alert 100", "100元", "低于100提醒我"):
+            answer = chat.say(text)
+            assert "没有个人账户" in answer
+            assert "时我会提醒你" not in answer
+
+        spent = chat.say("今年统筹用了多少")
+        head, breakdown = spent.splitlines()[:2]
+        figure = Decimal(re.findall(r"¥([\d,]+\.\d\d)", head)[0].replace(",", ""))
+        parts = [Decimal(m.replace(",", "")) for m in re.findall(r"¥([\d,]+\.\d\d)", breakdown)]
+        assert sum(parts, Decimal(0)) == figure
+        assert "（共" in breakdown
+
+        first = chat.say("/chart")
+        second = chat.say("/chart")  # within the same second, as likely as not
+        paths = [Path(re.search(r"🖼 (\S+)", a)[1]) for a in (first, second)]  # type: ignore[index]
+        assert "你没有个人账户" in first
+        assert paths[0] != paths[1]
+        assert all(p.exists() and p.name.startswith("local-") for p in paths)
+        assert chat.close() == 0
+    finally:
+        if chat.proc.poll() is None:
+            chat.proc.kill()
+
+    again = Chat(env, tmp_path, "--lang", "en")  # the stored language was zh
+    try:
+        balance = again.say("/balance")
+        assert "Personal account" in balance
+        assert "none" in balance
         assert again.close() == 0
     finally:
         if again.proc.poll() is None:

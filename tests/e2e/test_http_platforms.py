@@ -115,7 +115,7 @@ deadline_seconds = 3
         asked = chat.say(who.id_number)
         assert "[1] 上海医保 (matches your ID number)   [2] 国家医保服务平台" in asked
         sent = chat.say("2")  # the second platform
-        assert "Step 3 of 3" in sent
+        assert "Step 4 of 4" in sent  # with a choice of platform, the code is the fourth step
         assert "Your account is bound" in chat.say(chat.code(sent))
 
         balance = chat.say("/balance")

@@ -23,15 +23,17 @@ async def test_bind_asks_which_platform_proposing_the_ids_region_first(make_harn
     harness = await make_harness(insurance=TWO_PLATFORMS)
     who = person("low_balance")  # 王芳, a Shanghai ID number
     asked = await harness.start_bind(who)
-    assert "Which insurance platform" in asked
+    assert "Step 3 of 4: which insurance platform" in asked
     assert harness.last[0].sensitive_input  # it answers the ID-number message
     buttons = harness.last[0].buttons
     assert [b.payload for b in buttons] == ["/platform shanghai", "/platform beijing"]
     assert "matches your ID number" in buttons[0].label
     assert "matches" not in buttons[1].label
-    assert "Which insurance platform" in await harness.say("the moon")  # asked again
+    again = await harness.say("the moon")
+    assert '"the moon" is not one of the choices' in again
+    assert "Reply with a number from 1 to 2" in again  # asked again, saying how to answer
     assert "middle of binding" in await harness.say("/balance")
-    assert "Step 3 of 3" in await harness.say("/platform beijing")  # the second choice
+    assert "Step 4 of 4" in await harness.say("/platform beijing")  # the second choice
     await harness.say(harness.last_code())
     state = await harness.runtime.store.peek(UserKey("console:alice"))
     assert state.profile.binding is not None
@@ -42,11 +44,11 @@ async def test_bind_asks_which_platform_proposing_the_ids_region_first(make_harn
 async def test_a_platform_may_be_chosen_by_label_or_number(make_harness: HarnessFactory) -> None:
     harness = await make_harness(insurance=TWO_PLATFORMS)
     await harness.start_bind(person("normal"))  # Beijing: beijing is proposed first
-    assert "Step 3 of 3" in await harness.say("北京医保")
+    assert "Step 4 of 4" in await harness.say("北京医保")
     await harness.say("/cancel")
     harness.clock.advance(60)
     await harness.start_bind(person("normal"))
-    assert "Step 3 of 3" in await harness.say("2")
+    assert "Step 4 of 4" in await harness.say("2")
 
 
 async def test_not_found_on_the_chosen_platform_goes_back_to_the_id_step(
@@ -61,7 +63,7 @@ async def test_not_found_on_the_chosen_platform_goes_back_to_the_id_step(
     await harness.say("王芳")
     await harness.say(unknown)
     assert "could not find insurance records" in await harness.say("/platform shanghai")
-    assert "Which insurance platform" in await harness.say(person("low_balance").id_number)
+    assert "Step 3 of 4: which insurance platform" in await harness.say(person("low_balance").id_number)
 
 
 async def test_history_pages_and_counts(harness: Harness) -> None:
@@ -140,7 +142,7 @@ async def test_chart_is_a_png(harness: Harness) -> None:
     attachment = harness.last[0].attachment
     assert attachment is not None
     assert attachment.content.startswith(b"\x89PNG\r\n\x1a\n")
-    assert attachment.filename == "yibao-chart-20261124.png"
+    assert attachment.filename == "yibao-chart-20261124-100000.png"  # one per request
 
 
 async def test_chart_for_a_resident_without_personal_account(harness: Harness) -> None:

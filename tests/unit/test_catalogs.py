@@ -139,3 +139,32 @@ def test_plurals() -> None:
 )
 def test_normalize_locale(code: str | None, locale: str | None) -> None:
     assert normalize_locale(code) == locale
+
+
+def test_the_readme_catalog_commands_leave_an_unchanged_catalog_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The documented ``pybabel extract`` + ``update``, run on this tree, rewrite nothing: the file is
+    kept in the form they write (width, order, no obsolete entries, the header's date)."""
+    import re
+    import shlex
+    import shutil
+
+    from babel.messages.frontend import CommandLineInterface
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    commands = re.findall(r"`\.venv/bin/(pybabel (?:extract|update) [^`]+)`", readme)
+    assert [c.split()[1] for c in commands] == ["extract", "update"]
+    locales = tmp_path / "locales"
+    shutil.copytree(ROOT / "dialogs" / "locales", locales)
+    monkeypatch.chdir(ROOT)
+    for command in commands:
+        argv = shlex.split(command.replace("/tmp/yibao.pot", str(tmp_path / "yibao.pot")))
+        if argv[1] == "update":
+            argv[argv.index("-d") + 1] = str(locales)
+        CommandLineInterface().run(argv)
+
+    def body(path: Path) -> list[str]:
+        return [line for line in path.read_text(encoding="utf-8").splitlines() if "Generated-By" not in line]
+
+    assert body(locales / "zh" / "LC_MESSAGES" / "yibao.po") == body(PO)

@@ -7,7 +7,14 @@ from datetime import date
 import pytest
 from stdnum.cn import ric
 
-from dialogs.identity import IdProblem, NameProblem, check_id_number, check_name, id_length
+from dialogs.identity import (
+    IdProblem,
+    NameProblem,
+    check_id_number,
+    check_name,
+    id_length,
+    split_name_and_id,
+)
 
 TODAY = date(2026, 11, 24)
 
@@ -123,14 +130,13 @@ def test_id_length(text: str, length: int) -> None:
     [
         ("张伟", "张伟"),
         ("欧阳娜娜", "欧阳娜娜"),
-        (" 张  伟 ", "张 伟"),
+        (" 张  伟 ", "张伟"),
+        ("阿依古丽 · 买买提", "阿依古丽·买买提"),
         ("阿依古丽·买买提", "阿依古丽·买买提"),
         ("阿依古丽•买买提", "阿依古丽·买买提"),  # bullet
         ("阿依古丽・买买提", "阿依古丽·买买提"),  # katakana middle dot
         ("阿依古丽.买买提", "阿依古丽·买买提"),  # full stop
         ("阿依古丽．买买提", "阿依古丽·买买提"),  # full-width full stop
-        ("John Smith", "John Smith"),
-        ("O'Brien", "O'Brien"),
         ("张" * 40, "张" * 40),
     ],
 )
@@ -152,7 +158,37 @@ def test_names_accepted(text: str, expected: str) -> None:
         ("11010519491231002X", NameProblem.LOOKS_LIKE_ID),
         ("110105194912310021", NameProblem.LOOKS_LIKE_ID),
         ("张伟 11010519491231002X", NameProblem.LOOKS_LIKE_ID),
+        # A Resident ID card has the name in Chinese characters: told apart, for its own answer.
+        ("Zhang Wei", NameProblem.LATIN),
+        ("zhang wei", NameProblem.LATIN),
+        ("O'Brien", NameProblem.LATIN),
+        ("Zhang 伟", NameProblem.CHARACTERS),
     ],
 )
 def test_name_problems(text: str, problem: NameProblem) -> None:
     assert check_name(text) is problem
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("周婷 110101199211200968", ("周婷", "110101199211200968")),
+        ("110101199211200968 周婷", ("周婷", "110101199211200968")),
+        ("周婷，11010119921120096x", ("周婷", "11010119921120096x")),
+        ("周婷 110101 19921120 0968", ("周婷", "110101 19921120 0968")),
+        ("Zhang Wei 110101199211200968", ("Zhang Wei", "110101199211200968")),
+        ("110101199211200968", None),  # only a number
+        ("周婷", None),  # only a name
+        ("周婷 12345", None),  # a short number is no ID number
+        ("11010519831211693Y", None),  # a mistyped ID number is not a name "Y" and a number
+        ("110101199211200968周婷", ("周婷", "110101199211200968")),
+    ],
+)
+def test_a_name_and_an_id_number_in_one_message(text: str, expected: tuple[str, str] | None) -> None:
+    assert split_name_and_id(text) == expected
+
+
+@pytest.mark.parametrize("text", ["周婷", "张伟", "hello", "１２３四五"])
+def test_words_at_the_id_step_are_a_format_problem_not_a_length(text: str) -> None:
+    """So the answer never counts Chinese characters as digits ("你发送的是 2 位")."""
+    assert check_id_number(text, today=TODAY) is IdProblem.FORMAT
