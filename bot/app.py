@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -14,6 +15,8 @@ from zoneinfo import ZoneInfo
 import httpx
 from pydantic import BaseModel
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 
 from bot.alerts.worker import AlertWorker
 from bot.charts.drawing import MatplotlibCharts
@@ -25,6 +28,7 @@ from bot.identity.sms import ConsoleSmsGateway, FileSmsGateway, ShowSms, SmsGate
 from bot.insurers.registry import Platform, PlatformRegistry
 from bot.storage.codec import StateCodec
 from bot.storage.embedded_redis import EmbeddedRedis
+from bot.storage.health import RedisHealth, redacted_url, wait_for_redis
 from bot.storage.keys import Keys
 from bot.storage.store import RedisStore
 from dialogs.i18n import Catalogs
@@ -43,6 +47,10 @@ class StartupError(Exception):
     """Yibao cannot start with these settings; the message says what to change."""
 
 
+class StoppedWhileStarting(Exception):
+    """A stop (SIGTERM) came while the service still waited for Redis: nothing was started."""
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -53,6 +61,9 @@ class Runtime:
     conversation: Conversation
     insurance: PlatformRegistry
     embedded: EmbeddedRedis | None = None
+    health: RedisHealth = field(default_factory=lambda: RedisHealth("?"))
+    """This process's view of Redis, shared by the store and the alert loops (one log line when
+    it goes, one when it is back)."""
     clients: dict[str, HttpPlatformClient] = field(default_factory=dict)
     sandboxes: dict[str, SandboxPlatform] = field(default_factory=dict)
     """The in-process sandbox platforms by name, for the demo's and the tests' admin moves."""
@@ -73,6 +84,7 @@ class Runtime:
             default_locale=self.settings.general.default_locale,
             outlets=outlets,
             checks=checks,
+            health=self.health,
         )
 
     async def aclose(self) -> None:
@@ -106,14 +118,24 @@ def pii_key(settings: Settings) -> bytes:
     return key
 
 
-def open_redis(settings: Settings) -> tuple[Redis, EmbeddedRedis | None]:
+def _client(url: str) -> Redis:
+    """A client that retries a failed command only briefly (3 times, at most 0.25 s apart): the
+    callers retry on their own terms (the start-up wait, the alert loops, the sender's record), a
+    message gets its apology at once, and a record waiting for Redis is in within moments of its
+    return (redis-py's default, 10 retries up to 1 s apart, would hold it a few seconds longer)."""
+    return Redis.from_url(url, retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.25), 3))
+
+
+def open_redis(settings: Settings) -> tuple[Redis, EmbeddedRedis | None, str]:
+    """The client, the embedded server if one was started, and where Redis is (for log lines)."""
     if settings.redis.url is not None:
-        return Redis.from_url(settings.redis.url.get_secret_value()), None
+        url = settings.redis.url.get_secret_value()
+        return _client(url), None, redacted_url(url)
     # Started on the calling (main) thread so the child is tied to this process's life.
     embedded = EmbeddedRedis(settings.general.data_dir / "redis")
     embedded.start()
     log.info("embedded redis-server %s started (pid %s)", embedded.binary, embedded.pid)
-    return Redis.from_url(embedded.url), embedded
+    return _client(embedded.url), embedded, embedded.url
 
 
 def sms_gateway(settings: Settings, clock: Clock, show_sms: ShowSms | None) -> SmsGateway:
@@ -185,9 +207,14 @@ async def build_runtime(
     show_sms: ShowSms | None = None,
     clock: Clock | None = None,
     redis: Redis | None = None,
+    stop: asyncio.Event | None = None,
 ) -> Runtime:
     """Everything Yibao needs, from its settings. ``redis`` replaces the one the settings name
-    (a benchmark counting round trips); the caller then owns it, and it is still closed here."""
+    (a benchmark counting round trips); the caller then owns it, and it is still closed here.
+
+    A Redis at ``redis.url`` that does not answer yet is waited for, up to
+    ``redis.connect_wait_seconds`` (then ``RedisUnreachable``); ``stop`` set meanwhile ends the
+    wait with ``StoppedWhileStarting``."""
     tz = ZoneInfo(settings.general.timezone)
     clock = clock or SystemClock(tz)
     data_dir = settings.general.data_dir
@@ -196,15 +223,20 @@ async def build_runtime(
     cipher = PiiCipher(pii_key(settings))
     gateway = sms_gateway(settings, clock, show_sms)
     embedded = None
+    where = "the given client"
     if redis is None:
-        redis, embedded = open_redis(settings)
+        redis, embedded, where = open_redis(settings)
+    # The embedded server answered already; one at redis.url may still be starting.
+    wait = settings.redis.connect_wait_seconds if embedded is None else 0.0
     try:
-        await redis.ping()
-    except Exception:
+        if not await wait_for_redis(redis, where=where, wait_seconds=wait, stop=stop):
+            raise StoppedWhileStarting()
+    except BaseException:
         await redis.aclose()
         if embedded is not None:
             embedded.stop()
         raise
+    health = RedisHealth(where)
     keys = Keys(settings.redis.prefix)
     catalogs = Catalogs()
     store = RedisStore(
@@ -215,6 +247,7 @@ async def build_runtime(
         balance_ttl_seconds=settings.insurance.balance_cache_seconds,
         lock_seconds=settings.redis.lock_seconds,
         lock_wait_seconds=settings.redis.lock_wait_seconds,
+        health=health,
     )
     o = settings.otp
     otp = OtpService(
@@ -253,6 +286,7 @@ async def build_runtime(
         conversation,
         insurance,
         embedded=embedded,
+        health=health,
         clients=clients,
         sandboxes=sandboxes,
     )

@@ -77,6 +77,9 @@ class RedisSettings(_Section):
     lock_seconds: Annotated[float, Field(gt=0, le=300)] = 30.0
     """How long one user's update may hold that user's guard before another may take it."""
     lock_wait_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+    connect_wait_seconds: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    """How long a service started with ``url`` waits for Redis to answer (retrying with backoff,
+    one log line per attempt) before it gives up with exit code 2."""
 
     @field_validator("url")
     @classmethod

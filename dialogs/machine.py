@@ -32,6 +32,7 @@ from dialogs.ports import (
     Clock,
     InsurancePort,
     OtpPort,
+    StoreUnavailable,
     UserStore,
 )
 from dialogs.turn import BIND_STATES, DialogSettings, NeedsGuard
@@ -92,8 +93,11 @@ class Conversation:
             outcome = await self._read_only(inbound)
             if outcome is None:
                 outcome = await self.store.update(inbound.user, partial(self.step, inbound=inbound))
-        except Exception:
-            log.exception("update failed for %s", inbound.user)
+        except Exception as e:
+            if isinstance(e, StoreUnavailable):  # said once by the store, not once per message
+                log.debug("update for %s not handled: the store is unavailable", inbound.user)
+            else:
+                log.exception("update failed for %s", inbound.user)
             t = self.catalogs.get(normalize_locale(inbound.locale) or self.settings.default_locale)
             return (
                 Reply(

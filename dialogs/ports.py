@@ -234,6 +234,11 @@ class UserStore(Protocol):
         ...
 
 
+class StoreUnavailable(Exception):
+    """The store cannot be reached right now. Its adapter has logged that once (not once per
+    message): the message gets the apology, and nothing more is logged for it."""
+
+
 class Clock(Protocol):
     def now(self) -> datetime:
         """An aware datetime."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -26,6 +27,7 @@ from bot.alerts.outbox import Outbox
 from bot.alerts.schedule import Rounds
 from bot.insurers.registry import PlatformRegistry
 from bot.storage.codec import StateCodec
+from bot.storage.health import UNREACHABLE
 from bot.storage.keys import Keys, UserKind
 from bot.storage.streams import Entry, GroupReader
 from dialogs.crossing import AlertFacts, Verdict, Watch, judge
@@ -291,15 +293,42 @@ class Checker:
             facts = AlertFacts(balance=balance.personal_account, threshold=s.threshold, as_of=balance.as_of)
             self.outbox.put(pipe, s.user, s.watch.token, facts, found_at)
         await pipe.execute()
-        pipe = self.redis.pipeline(transaction=False)
-        for s, _ in reachable:
-            told = Watch(s.watch.token, told=True).mark()
-            await self._mark(
-                keys=[self.keys.user(s.user, UserKind.PROFILE)],
-                args=[s.threshold_raw, s.mark, told],
-                client=pipe,
-            )
-        await pipe.execute()
+        await self._mark_told(reachable)
         for s, _ in reachable:
             log.info("alert queued for %s (crossing %s)", s.user, s.watch.token)
         return len(reachable), len(crossings) - len(reachable)
+
+    async def _mark_told(self, reachable: list[tuple[_Subscriber, BalanceView]]) -> None:
+        """The alerts are in the outbox: mark the watches told, trying until Redis hears it (a
+        Redis away now would leave the batch to be checked again). A repeat is harmless anyway: it
+        finds the same crossing token, and the sender drops the second copy as a duplicate."""
+        delay = 0.05
+        failed_at: float | None = None
+        while True:
+            pipe = self.redis.pipeline(transaction=False)
+            for s, _ in reachable:
+                told = Watch(s.watch.token, told=True).mark()
+                await self._mark(
+                    keys=[self.keys.user(s.user, UserKind.PROFILE)],
+                    args=[s.threshold_raw, s.mark, told],
+                    client=pipe,
+                )
+            try:
+                await pipe.execute()
+                break
+            except UNREACHABLE as e:
+                if failed_at is None:
+                    failed_at = time.monotonic()
+                    log.warning(
+                        "%d alerts queued, their watches not marked yet (%s); trying again until Redis is back",
+                        len(reachable),
+                        type(e).__name__,
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        if failed_at is not None:
+            log.warning(
+                "watches of %d queued alerts marked, %.1f s late",
+                len(reachable),
+                time.monotonic() - failed_at,
+            )

@@ -4,9 +4,20 @@ One stream per chat platform (``tg``, ``console``), read by the senders of every
 consumer group (``bot.storage.streams``): an entry a sender took and did not finish (it crashed) is taken
 over by another. Delivery from the queue is therefore at least once; what the user sees is once per
 crossing, because every entry carries its crossing's token and, before sending, one script on the
-user's own keys checks that the crossing is still current, was not sent yet, and is not being sent
-by another sender (a short lease), and records the token as sent once the platform confirmed it.
+user's own keys checks that the crossing is still current, was not sent yet, and is not claimed by
+another sender, and records the token as sent once the platform confirmed it.
 
+- The claim (the user's ``sending`` key: token, sender, a nonce) is written *before* the send and has
+  no expiry: it ends with the record, a drop, or the erasure of the user. Its sender renews it (a new
+  nonce) every quarter of ``reclaim_after_seconds`` while it sends and while it retries the record,
+  and retries the record for as long as Redis is away. Another sender that meets the entry (taken
+  over from the pending list, or a repeat of the check) leaves a claim alone until it has itself seen
+  it unchanged for ``reclaim_after_seconds`` while it reached Redis without a break, and only then
+  takes it over (compare-and-set on the exact value it saw) and sends. So a sender that delivered and
+  waits for Redis is never doubled, however long Redis is away: when Redis comes back it renews or
+  records within a second, long before anyone's watch runs out. Only a sender that *stopped* after the
+  platform's confirmation and before the record (killed, or cut off from Redis alone while the others
+  reach it, for longer than ``reclaim_after_seconds``) leaves a delivered alert to be sent again.
 - Quiet hours: an entry met during them waits in a sorted set until they end, then goes back.
 - Rate: every sender of a platform shares one schedule of send times in Redis (``Pacer``), so N
   workers together send at ``alerts.send_rate``; each send then also goes through the platform's
@@ -18,8 +29,10 @@ by another sender (a short lease), and records the token as sent once the platfo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
@@ -101,15 +114,55 @@ class Pacer:
             await asyncio.sleep(wait_us / 1_000_000)
 
 
-# KEYS: profile, unreachable, sending. ARGV: token, lease ms.
+# The user's claim is "<token> <sender> <nonce>"; "<token> <sender> " is whose it is.
+# KEYS: profile, unreachable, sending. ARGV: token, our claim, the claim we may replace ("" for none),
+# whose ours is. A claim on this crossing that is neither the one we may replace nor our own (one we
+# gave up when Redis went away mid-send) is another sender's: busy (with it). One on a crossing that
+# is no longer current is stale and goes.
 _CLAIM = """
+local held = redis.call('GET', KEYS[3])
+local held_token = held and string.match(held, '^(%S+) ')
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'unreachable'} end
 local mark = redis.call('HGET', KEYS[1], 'alert')
-if not mark or string.sub(mark, 3) ~= ARGV[1] then return {'superseded'} end
-if redis.call('HGET', KEYS[1], 'alert_sent') == ARGV[1] then return {'duplicate'} end
-if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'busy'} end
+if not mark or string.sub(mark, 3) ~= ARGV[1] then
+  if held_token == ARGV[1] then redis.call('DEL', KEYS[3]) end
+  return {'superseded'}
+end
+if redis.call('HGET', KEYS[1], 'alert_sent') == ARGV[1] then
+  if held_token == ARGV[1] then redis.call('DEL', KEYS[3]) end
+  return {'duplicate'}
+end
+if held_token == ARGV[1] and held ~= ARGV[3] and string.sub(held, 1, #ARGV[4]) ~= ARGV[4] then
+  return {'busy', held}
+end
+redis.call('SET', KEYS[3], ARGV[2])
 local p = redis.call('HMGET', KEYS[1], 'lang', 'alert_lang', 'binding')
 return {'go', p[1] or '', p[2] or '', p[3] or ''}
+"""
+
+# KEYS: sending. ARGV: whose ("<token> <sender> "), the new claim. 1 if still ours (renewed), else 0.
+_RENEW = """
+local held = redis.call('GET', KEYS[1])
+if held and string.sub(held, 1, #ARGV[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# KEYS: profile, sending. ARGV: token, whose. Delivered: the token is sent, and our claim goes.
+_RECORD = """
+redis.call('HSET', KEYS[1], 'alert_sent', ARGV[1])
+local held = redis.call('GET', KEYS[2])
+if held and string.sub(held, 1, #ARGV[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+
+# KEYS: sending. ARGV: whose. Not sent (or dropped): our claim goes, another's stays.
+_UNCLAIM = """
+local held = redis.call('GET', KEYS[1])
+if held and string.sub(held, 1, #ARGV[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 # KEYS: later, stream. ARGV: now ms, most to move. Alerts whose quiet hours are over go back.
@@ -134,6 +187,10 @@ class SendReport:
 
 class Sender:
     """Delivers one chat platform's outbox through its ``Outlet``."""
+
+    RECORD_RETRY_MAX = 1.0
+    """The longest pause between two tries of a record while Redis is away: when it comes back, the
+    record is in long before another sender's watch over the claim (``reclaim_after``) runs out."""
 
     def __init__(
         self,
@@ -164,23 +221,53 @@ class Sender:
         self.default_locale = default_locale
         self.quiet = quiet
         self.insurance = insurance
+        self.consumer = consumer
         self.stream = keys.outbox(platform)
         self.reader = GroupReader(
             redis, self.stream, GROUP, consumer, reclaim_after_seconds=reclaim_after_seconds
         )
         self.pacer = Pacer(redis, keys.outbox_pace(platform), rate)
-        # Shorter than the take-over time, so a crashed sender's lease is gone when its entry is taken.
-        self.lease_ms = max(1, int(reclaim_after_seconds * 500))
+        self.reclaim_after = reclaim_after_seconds
+        self.renew_every = max(0.05, reclaim_after_seconds / 4)
+        self._record_retry_max = min(self.RECORD_RETRY_MAX, self.renew_every)
         self._claim = redis.register_script(_CLAIM)
+        self._renew = redis.register_script(_RENEW)
+        self._record = redis.register_script(_RECORD)
+        self._unclaim = redis.register_script(_UNCLAIM)
         self._release = redis.register_script(_RELEASE)
+        self._seen: dict[str, tuple[bytes, float]] = {}
+        """Other senders' claims met, by user: the claim as seen, and since when (monotonic)."""
+        self._last_contact = time.monotonic()
+        self._gap_allowed = max(self.reclaim_after / 2, 2.0)
+        self._keepers: set[asyncio.Task[None]] = set()
 
     async def work(self, block_ms: int = 1000, count: int = 10) -> SendReport:
         report = SendReport()
         now_ms = int(self.clock.now().timestamp() * 1000)
-        await self._release(keys=[self.keys.outbox_later(self.platform), self.stream], args=[now_ms, 100])
-        for entry in await self.reader.take(count, block_ms):
-            await self._one(entry, report)
+        self._gap_allowed = max(self.reclaim_after / 2, block_ms / 1000 + 1.0)
+        try:
+            await self._release(keys=[self.keys.outbox_later(self.platform), self.stream], args=[now_ms, 100])
+            self._contact()
+            entries = await self.reader.take(count, block_ms)
+            self._contact()
+            for entry in entries:
+                await self._one(entry, report)
+        except (RedisError, OSError):
+            self._seen.clear()  # what we saw before Redis went away says nothing about the claims now
+            raise
         return report
+
+    def _contact(self) -> None:
+        """Redis answered. After a longer silence than allowed (a call that hung, a pause of this
+        process) the claims seen so far are forgotten: their holders may have been unable to renew."""
+        now = time.monotonic()
+        if now - self._last_contact > self._gap_allowed:
+            self._seen.clear()
+        self._last_contact = now
+
+    def _claim_value(self, token: str) -> tuple[str, str]:
+        whose = f"{token} {self.consumer} "
+        return whose, whose + secrets.token_hex(4)
 
     async def _one(self, entry: Entry, report: SendReport) -> None:
         entry_id, fields = entry
@@ -196,66 +283,155 @@ class Sender:
             await self._defer(entry_id, fields, quiet_until)
             report.deferred += 1
             return
+        sending = self.keys.user(user, UserKind.SENDING)
+        whose, value = self._claim_value(token)
+        replace = self._stale_claim(user)
         answer = await self._claim(
             keys=[
                 self.keys.user(user, UserKind.PROFILE),
                 self.keys.user(user, UserKind.UNREACHABLE),
-                self.keys.user(user, UserKind.SENDING),
+                sending,
             ],
-            args=[token, self.lease_ms],
+            args=[token, value, replace or b"", whose],
         )
+        self._contact()
         status = answer[0].decode()
         if status == "busy":  # another sender has this crossing in hand; look again later
+            self._watch(user, answer[1])
             report.retry += 1
             return
+        self._seen.pop(user, None)
         if status != "go":
             await self._drop(entry_id, user, token, status)
             report.dropped += 1
             return
+        if replace is not None:
+            log.warning(
+                "took over the alert for %s from a sender that stopped or gave it up (its claim stood "
+                "unchanged for %.0f s); sending it",
+                user,
+                self.reclaim_after,
+            )
+        lost = asyncio.Event()
+        finished = asyncio.Event()
+        renewing = asyncio.create_task(self._keep(sending, whose, lost, finished))
+        self._keepers.add(renewing)
+        renewing.add_done_callback(self._keepers.discard)
+        try:
+            await self._send(entry_id, fields, user, token, whose, answer, lost, report)
+        finally:
+            # Told to end rather than cancelled: a cancellation can be lost inside a Redis call.
+            finished.set()
+            await asyncio.wait({renewing}, timeout=self.renew_every + 1.0)
+            if not renewing.done():  # a renewal hangs on a Redis that went away; let it go
+                renewing.cancel()
+
+    async def _send(
+        self,
+        entry_id: bytes,
+        fields: dict[bytes, bytes],
+        user: UserKey,
+        token: str,
+        whose: str,
+        answer: list[bytes],
+        lost: asyncio.Event,
+        report: SendReport,
+    ) -> None:
         lang, alert_lang = answer[1].decode(), answer[2].decode()
         try:
             facts = self.codec.decode_alert(user, fields[b"facts"])
         except (KeyError, ValueError, PiiError):
-            await self._drop(entry_id, user, token, "unreadable", release=True)
+            await self._drop(entry_id, user, token, "unreadable", whose=whose)
             report.dropped += 1
             return
         if facts.latest_spend is None and answer[3]:
             facts = facts.model_copy(update={"latest_spend": await self._latest_spend(answer[3])})
         replies = alert_replies(self.catalogs.get(lang or alert_lang or self.default_locale), facts, self.tz)
         await self.pacer.wait()
+        if lost.is_set():  # taken over while we waited (we were cut off): the other sender sends it
+            log.warning("the alert for %s was taken over by another sender before it went; leaving it", user)
+            report.retry += 1
+            return
         try:
             await self.outlet.deliver(user, replies)
         except Undeliverable:
-            await self._drop(entry_id, user, token, "undeliverable", release=True)
+            await self._drop(entry_id, user, token, "undeliverable", whose=whose)
             report.dropped += 1
             return
         except Exception as e:  # not now: the entry stays pending and is taken over later
-            await self.redis.delete(self.keys.user(user, UserKind.SENDING))
+            await self._unclaim(keys=[self.keys.user(user, UserKind.SENDING)], args=[whose])
             log.warning("alert for %s not sent (%s); will try again", user, type(e).__name__)
             report.retry += 1
             return
-        await self._record_sent(entry_id, user, token)
-        log.info("alert sent to %s (crossing %s)", user, token)
+        await self._record_sent(entry_id, user, token, whose)
         report.sent += 1
 
-    async def _record_sent(self, entry_id: bytes, user: UserKey, token: str) -> None:
-        """Delivered: say so in Redis, trying until it is heard. A Redis that is down now would
-        otherwise leave the entry pending, and its taking over would send the alert again."""
-        delay = 0.2
+    def _stale_claim(self, user: UserKey) -> bytes | None:
+        """Another sender's claim on ``user``'s alert that we have seen unchanged, with Redis
+        reachable, for ``reclaim_after`` seconds: its sender stopped, and we may take it over."""
+        seen = self._seen.get(user)
+        if seen is None or time.monotonic() - seen[1] < self.reclaim_after:
+            return None
+        return seen[0]
+
+    def _watch(self, user: UserKey, claim: bytes) -> None:
+        seen = self._seen.get(user)
+        if seen is None or seen[0] != claim:
+            self._seen[user] = (claim, time.monotonic())
+        if len(self._seen) > 10_000:  # claims of entries gone meanwhile; forget the oldest
+            for old in sorted(self._seen, key=lambda u: self._seen[u][1])[:1000]:
+                del self._seen[old]
+
+    async def _keep(self, sending: str, whose: str, lost: asyncio.Event, finished: asyncio.Event) -> None:
+        """Renew our claim until ``finished`` (the send and its record are done), so that nobody
+        who watches it sees it stand still. While Redis is away the renewals fail, quietly."""
+        while not finished.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), self.renew_every)
+                return
+            try:
+                kept = await self._renew(keys=[sending], args=[whose, whose + secrets.token_hex(4)])
+            except (RedisError, OSError):
+                continue
+            if not kept:  # taken over, or just recorded by us (this renewal crossed the record)
+                lost.set()
+
+    async def _record_sent(self, entry_id: bytes, user: UserKey, token: str, whose: str) -> None:
+        """Delivered: say so in Redis, trying until it is heard, however long Redis is away. The
+        claim is renewed meanwhile (``_keep``), so no other sender sends the alert again."""
+        delay = 0.05
+        failed_at: float | None = None
         while True:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.hset(self.keys.user(user, UserKind.PROFILE), "alert_sent", token)
-            pipe.delete(self.keys.user(user, UserKind.SENDING))
+            await self._record(
+                keys=[self.keys.user(user, UserKind.PROFILE), self.keys.user(user, UserKind.SENDING)],
+                args=[token, whose],
+                client=pipe,
+            )
             self.reader.done(pipe, entry_id)
             try:
                 await pipe.execute()
-                return
+                break
             except (RedisError, OSError) as e:
-                log.warning(
-                    "alert to %s sent but not yet recorded (%s); trying again", user, type(e).__name__
-                )
+                if failed_at is None:
+                    failed_at = time.monotonic()
+                    log.warning(
+                        "alert to %s delivered, not recorded yet (%s); keeping it claimed and trying "
+                        "again until Redis is back",
+                        user,
+                        type(e).__name__,
+                    )
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, self._record_retry_max)
+        if failed_at is None:
+            log.info("alert sent to %s (crossing %s)", user, token)
+        else:
+            log.warning(
+                "alert to %s recorded as sent (crossing %s), %.1f s after delivery",
+                user,
+                token,
+                time.monotonic() - failed_at,
+            )
 
     async def _latest_spend(self, binding_json: bytes) -> Spend | None:
         """The member's latest payment from the personal account, if the platform tells it now.
@@ -281,7 +457,7 @@ class Sender:
         await pipe.execute()
 
     async def _drop(
-        self, entry_id: bytes, user: str, token: str, reason: str, *, release: bool = False
+        self, entry_id: bytes, user: str, token: str, reason: str, *, whose: str | None = None
     ) -> None:
         pipe = self.redis.pipeline(transaction=False)
         pipe.xadd(
@@ -290,8 +466,10 @@ class Sender:
             maxlen=DROPPED_KEEP,
             approximate=True,
         )
-        if release and user:
-            pipe.delete(self.keys.user(UserKey(user), UserKind.SENDING))
+        if whose is not None and user:
+            await self._unclaim(
+                keys=[self.keys.user(UserKey(user), UserKind.SENDING)], args=[whose], client=pipe
+            )
         self.reader.done(pipe, entry_id)
         await pipe.execute()
         log.info("alert for %s dropped: %s", user or "?", reason)

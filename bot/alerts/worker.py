@@ -25,6 +25,7 @@ from bot.alerts.schedule import QuietHours, Rounds
 from bot.config import AlertSettings
 from bot.insurers.registry import PlatformRegistry
 from bot.storage.codec import StateCodec
+from bot.storage.health import UNREACHABLE, RedisHealth
 from bot.storage.keys import Keys
 from dialogs.i18n import Catalogs
 from dialogs.ports import Clock, Outlet
@@ -32,6 +33,9 @@ from dialogs.ports import Clock, Outlet
 log = logging.getLogger(__name__)
 
 _BACKOFF_MAX = 30.0
+_REDIS_BACKOFF_MAX = 1.0
+"""While Redis is away the loops try again at least this often, so they are back at work within a
+second of its return."""
 
 
 def consumer_name() -> str:
@@ -57,8 +61,10 @@ class AlertWorker:
         default_locale: str,
         outlets: Mapping[str, Outlet],
         checks: bool = True,
+        health: RedisHealth | None = None,
     ) -> None:
         consumer = consumer_name()
+        self.health = health or RedisHealth("?")
         self.poll_seconds = alerts.poll_seconds
         self.checker: Checker | None = None
         if checks:
@@ -115,6 +121,11 @@ class AlertWorker:
                 await step()
                 failures = 0
                 wait = pause
+                self.health.answered()
+            except UNREACHABLE as e:  # said once, by the health watch, and once when it is back
+                self.health.failed(e)
+                failures += 1
+                wait = min(_REDIS_BACKOFF_MAX, 0.1 * 2 ** min(failures, 6))
             except (RedisError, OSError) as e:
                 failures += 1
                 wait = min(_BACKOFF_MAX, 0.5 * 2 ** min(failures, 6))

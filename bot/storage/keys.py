@@ -30,7 +30,9 @@ class UserKind(StrEnum):
     UNREACHABLE = "unreachable"
     """The chat platform said the user cannot be reached (blocked the bot); gone when they write."""
     SENDING = "sending"
-    """An alert for the user being sent right now, by one sender (the crossing's token; a short lease)."""
+    """The claim of the one sender sending the user's alert ("<token> <sender> <nonce>"). No expiry on
+    purpose: a delivery not yet recorded must hold it however long Redis is away; it ends with the
+    record, a drop, a take-over from a stopped sender, or /unbind (``bot.alerts.outbox``)."""
 
 
 USER_KINDS = tuple(UserKind)

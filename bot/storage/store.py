@@ -22,10 +22,11 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from bot.storage.codec import StateCodec
+from bot.storage.health import UNREACHABLE, RedisHealth
 from bot.storage.keys import Keys, UserKind
 from dialogs.crossing import Watch
 from dialogs.models import Outcome, UserKey, UserState
-from dialogs.ports import Step
+from dialogs.ports import Step, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +132,10 @@ class RedisStore:
         balance_ttl_seconds: int = 60,
         lock_seconds: float = 30.0,
         lock_wait_seconds: float = 10.0,
+        health: RedisHealth | None = None,
     ) -> None:
         self.redis = redis
+        self.health = health or RedisHealth("?")
         self.keys = keys
         self.codec = codec
         self.session_ttl_ms = session_ttl_seconds * 1000
@@ -148,6 +151,17 @@ class RedisStore:
         self._release = redis.register_script(_RELEASE)
 
     async def update(self, user: UserKey, step: Step) -> Outcome:
+        """As the port says; a Redis that does not answer (here or inside ``step``) is
+        ``StoreUnavailable``, logged once by the health watch however many messages meet it."""
+        try:
+            outcome = await self._update(user, step)
+        except UNREACHABLE as e:
+            self.health.failed(e)
+            raise StoreUnavailable(user) from e
+        self.health.answered()
+        return outcome
+
+    async def _update(self, user: UserKey, step: Step) -> Outcome:
         async with self._local.hold(user):
             token, state = await self._acquire(user)
             try:
@@ -167,7 +181,13 @@ class RedisStore:
             task = asyncio.create_task(self._read_peeks())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return self._decode(user, *await future)
+        try:
+            answer = await future
+        except UNREACHABLE as e:
+            self.health.failed(e)
+            raise StoreUnavailable(user) from e
+        self.health.answered()
+        return self._decode(user, *answer)
 
     async def _read_peeks(self) -> None:
         await asyncio.sleep(0)  # let the other updates of this turn ask too

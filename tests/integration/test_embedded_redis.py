@@ -303,3 +303,34 @@ def test_option_errors_reach_the_log(tmp_path: Path) -> None:
     with pytest.raises(RedisStartError):
         server.start()
     assert "no-such-option" in (tmp_path / "data" / "redis.log").read_text()
+
+
+def _on_disk(folder: Path, needle: bytes) -> bool:
+    return any(needle in p.read_bytes() for p in folder.rglob("*") if p.is_file())
+
+
+def test_a_running_server_rewrites_its_aof_so_deleted_values_leave_the_disk(
+    redis_factory: RedisFactory,
+) -> None:
+    """The daily rewrite, compressed: rewritten whenever the last one is two seconds old, checked
+    every 0.2 s. A deleted value is in the AOF until then, and nowhere in the folder after."""
+    server = redis_factory(rewrite_every_seconds=2.0, check_every_seconds=0.2)
+    client = redis.Redis.from_url(server.url)
+    try:
+        deadline = time.monotonic() + 30
+        while server.rewritten_at is None:  # the first, at start (there was no record yet)
+            assert time.monotonic() < deadline, "no rewrite at start"
+            time.sleep(0.05)
+        client.set("kept", "value-that-stays")
+        client.set("erased", "value-that-goes")
+        client.delete("erased")
+        deleted_at = time.time()
+        # Redis writes the AOF before it answers; the next rewrite is more than a second away.
+        assert _on_disk(server.data_dir, b"value-that-goes")
+        deadline = time.monotonic() + 30
+        while (server.rewritten_at or 0) <= deleted_at or _on_disk(server.data_dir, b"value-that-goes"):
+            assert time.monotonic() < deadline, "the deleted value is still on disk"
+            time.sleep(0.1)
+        assert _on_disk(server.data_dir, b"value-that-stays")
+    finally:
+        client.close()
