@@ -13,7 +13,7 @@ connection), and Redis memory per subscribed user (``INFO memory`` ``used_memory
 all the users and again after subscribing them and sweeping).
 
 The outbox: ``--messages`` alerts queued, then one sender (``bot.alerts.outbox.Sender``) delivers them at
-``--rate`` through the real Telegram adapter (PTB, its rate limiter) into a Bot API answered
+``--rate`` through the real Telegram core and PTB engine (its rate limiter) into a Bot API answered
 in-process (no network). Figures: the achieved rate against the configured one, and the most sends
 in any one second (sliding window, and per calendar second).
 """
@@ -53,7 +53,9 @@ from dialogs.models import Binding, MemberId, PlatformName, UserKey
 from insurance.sandbox import SandboxPlatform
 from insurance.sandbox_data import Scenario
 from insurance.server import DEMO_SECRET
-from platforms.telegram.adapter import TelegramAdapter, TelegramOptions
+from platforms.telegram.core import TelegramCore
+from platforms.telegram.options import TelegramOptions
+from platforms.telegram.ptb_engine import PtbEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "123456:AAE-bench-token-0123456789abcdefghijklmno"  # noqa: S105 - a fake bot token
@@ -242,13 +244,13 @@ def outbox_part(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         async def run() -> dict[str, Any]:
             runtime = await build_runtime(settings)
             request = NoNetworkRequest()
-            adapter = TelegramAdapter(
+            core = TelegramCore(runtime.conversation.handle, catalogs=runtime.conversation.catalogs)
+            engine = PtbEngine(
+                core,
                 TelegramOptions(token=TOKEN, global_rate=max(30.0, args.rate), webhook=True),
-                runtime.conversation.handle,
-                catalogs=runtime.conversation.catalogs,
                 request=request,
             )
-            await adapter.app.initialize()
+            await engine.initialize()
             try:
                 outbox = Outbox(runtime.keys, runtime.store.codec)
                 now = datetime.now(UTC)
@@ -261,14 +263,14 @@ def outbox_part(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                     facts = AlertFacts(balance=Decimal("88.20"), threshold=Decimal(100), as_of=now)
                     outbox.put(pipe, user, token, facts, now)
                 await pipe.execute()
-                sender = runtime.alert_worker({"tg": adapter}, checks=False).senders[0]
+                sender = runtime.alert_worker({"tg": core}, checks=False).senders[0]
                 started = time.monotonic()
                 sent = 0
                 while sent < args.messages:
                     sent += (await sender.work(block_ms=100, count=50)).sent
                 return {"seconds": time.monotonic() - started, "sent_at": request.sent_at}
             finally:
-                await adapter.app.shutdown()
+                await engine.close()
                 await runtime.aclose()
 
         return asyncio.run(run())
@@ -328,7 +330,7 @@ def report(args: argparse.Namespace, sweep: dict[str, Any] | None, drain: dict[s
         )
         ok = "met" if error <= TARGET_RATE_ERROR and window <= args.rate else "NOT met"
         print(
-            f"\nOutbox: {n:,} alerts at a configured {args.rate:g}/s through the Telegram adapter, no network"
+            f"\nOutbox: {n:,} alerts at a configured {args.rate:g}/s through the Telegram core and PTB engine, no network"
         )
         print(
             f"  achieved rate:                   {achieved:.2f}/s ({error:.1%} off; target within "

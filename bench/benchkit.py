@@ -3,18 +3,28 @@ connection. Not a test module: nothing here asserts."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from pydantic import SecretStr
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import UnixDomainSocketConnection
 from telegram.request import BaseRequest, RequestData
+
+from bot.app import Runtime
+from dialogs.models import Binding, MemberId, Outcome, PlatformName, Session, UserKey, UserState
+from insurance.sandbox import SandboxPlatform
+from insurance.sandbox_data import Scenario
 
 BOT_ID = 123456
 
@@ -138,3 +148,36 @@ class CountingConnection(UnixDomainSocketConnection):
 def counting_client(socket_path: str) -> Redis:
     pool = ConnectionPool(connection_class=CountingConnection, path=socket_path)
     return Redis.from_pool(pool)
+
+
+# -- users bound without the conversation -------------------------------------------------------
+
+
+async def bind_all(runtime: Runtime, users: Iterable[int], concurrency: int = 64) -> None:
+    """Bind each user to a sandbox employee with a personal account, through the store's own guarded
+    write (as the end of ``/bind`` does), cycling through the employees."""
+    people = [
+        p
+        for p in SandboxPlatform.from_file().people()
+        if p.scenario in (Scenario.NORMAL, Scenario.HIGH_BALANCE, Scenario.LOW_BALANCE)
+    ]
+    bound_at = datetime.now(ZoneInfo("Asia/Shanghai"))
+    gate = asyncio.Semaphore(concurrency)
+
+    async def bind(user_id: int, index: int) -> None:
+        person = people[index % len(people)]
+        binding = Binding(
+            member_id=MemberId(person.member_id),
+            platform=PlatformName(runtime.settings.insurance.platforms[0].name),
+            id_number=SecretStr(person.id_number),
+            phone=SecretStr(person.phone),
+            bound_at=bound_at,
+        )
+
+        async def step(state: UserState) -> Outcome:
+            return Outcome(replies=(), session=Session(), set_binding=binding)
+
+        async with gate:
+            await runtime.store.update(UserKey(f"tg:{user_id}"), step)
+
+    await asyncio.gather(*(bind(user_id, i) for i, user_id in enumerate(users)))

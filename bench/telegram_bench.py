@@ -5,7 +5,7 @@ Not a test: nothing here asserts; it prints figures. Run ``.venv/bin/python benc
 
 What is measured, all in one process so the two sides share the machine's noise:
 
-- the full path: update JSON -> ``TelegramAdapter.process`` -> PTB -> ``dialogs`` -> Redis (a real
+- the full path: update JSON -> ``PtbEngine.feed`` -> PTB -> ``TelegramCore`` -> ``dialogs`` -> Redis (a real
   ``redis-server`` on a unix socket; the read pipeline and the write script) -> the reply handed to
   :class:`NoNetworkRequest`, which answers every Bot API method locally and opens no socket;
 - the reference: a bare PTB ``Application`` with one echo ``MessageHandler``, the same request class,
@@ -35,18 +35,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import redis
 import telegram
-from benchkit import CountingConnection, NoNetworkRequest, counting_client, yibao_command
-from pydantic import SecretStr
+from benchkit import CountingConnection, NoNetworkRequest, bind_all, counting_client, yibao_command
 from telegram import Update
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, MessageHandler, filters
 
@@ -56,19 +53,13 @@ from bot.crypto.pii import new_key_text
 from bot.storage.embedded_redis import EmbeddedRedis
 from bot.storage.keys import UserKind
 from dialogs.models import (
-    Binding,
     Inbound,
-    MemberId,
-    Outcome,
-    PlatformName,
     Reply,
-    Session,
     UserKey,
-    UserState,
 )
-from insurance.sandbox import SandboxPlatform
-from insurance.sandbox_data import Scenario
-from platforms.telegram.adapter import TelegramAdapter, TelegramOptions
+from platforms.telegram.core import TelegramCore
+from platforms.telegram.options import TelegramOptions
+from platforms.telegram.ptb_engine import PtbEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "123456:AAE-bench-token-0123456789abcdefghijklmno"  # noqa: S105 - a fake bot token
@@ -206,11 +197,11 @@ class EchoBot:
 @dataclass
 class FullStack:
     runtime: Runtime
-    adapter: TelegramAdapter
+    engine: PtbEngine
     request: NoNetworkRequest
 
     async def process(self, data: dict[str, Any]) -> None:
-        await self.adapter.process(data)
+        await self.engine.feed(data)
 
 
 def count_insurance_calls(runtime: Runtime, counter: list[int]) -> None:
@@ -234,10 +225,10 @@ return 0
 
 def breakdown_sides(
     full: FullStack, replies: tuple[Reply, ...]
-) -> tuple[dict[str, Callable[[dict[str, Any]], Awaitable[None]]], TelegramAdapter]:
+) -> tuple[dict[str, Callable[[dict[str, Any]], Awaitable[None]]], PtbEngine]:
     """Parts of the full path, each fed the same updates, to see where its time goes.
 
-    - PTB and the adapter with the conversation stubbed (it returns a real ``/balance``'s replies);
+    - PTB and the Telegram core with the conversation stubbed (it returns a real ``/balance``'s replies);
     - the conversation alone (``Conversation.handle``: dialogs, store, Redis), without PTB;
     - the two Redis round trips alone: the store's read pipeline and a release script, on its keys.
     """
@@ -246,8 +237,10 @@ def breakdown_sides(
     async def stub(inbound: Inbound) -> tuple[Reply, ...]:
         return replies
 
-    stubbed = TelegramAdapter(
-        full.adapter.options, stub, catalogs=runtime.conversation.catalogs, request=NoNetworkRequest()
+    stubbed = PtbEngine(
+        TelegramCore(stub, catalogs=runtime.conversation.catalogs, concurrency=CONCURRENCY),
+        full.engine.options,
+        request=NoNetworkRequest(),
     )
     release = runtime.redis.register_script(_RELEASE)
 
@@ -272,7 +265,7 @@ def breakdown_sides(
         await release(keys=[lock], args=["bench"])
 
     return {
-        "PTB + adapter, conversation stubbed": stubbed.process,
+        "PTB + Telegram core, conversation stubbed": stubbed.feed,
         "conversation alone (no PTB)": conversation,
         "the 2 Redis round trips alone": two_round_trips,
     }, stubbed
@@ -286,36 +279,6 @@ def settings_for(socket_path: str, tmp: Path, prefix: str) -> Settings:
         sms={"gateway": "file", "file_path": tmp / "sms.jsonl"},
         insurance={"balance_cache_seconds": 3600},
     )
-
-
-async def bind_all(runtime: Runtime, users: Iterable[int]) -> None:
-    """Bind each user to a sandbox employee with a personal account, through the store's own guarded
-    write (as the end of ``/bind`` does), cycling through the employees."""
-    people = [
-        p
-        for p in SandboxPlatform.from_file().people()
-        if p.scenario in (Scenario.NORMAL, Scenario.HIGH_BALANCE, Scenario.LOW_BALANCE)
-    ]
-    bound_at = datetime.now(ZoneInfo("Asia/Shanghai"))
-    gate = asyncio.Semaphore(CONCURRENCY)
-
-    async def bind(user_id: int, index: int) -> None:
-        person = people[index % len(people)]
-        binding = Binding(
-            member_id=MemberId(person.member_id),
-            platform=PlatformName(SANDBOX),
-            id_number=SecretStr(person.id_number),
-            phone=SecretStr(person.phone),
-            bound_at=bound_at,
-        )
-
-        async def step(state: UserState) -> Outcome:
-            return Outcome(replies=(), session=Session(), set_binding=binding)
-
-        async with gate:
-            await runtime.store.update(UserKey(f"tg:{user_id}"), step)
-
-    await asyncio.gather(*(bind(user_id, i) for i, user_id in enumerate(users)))
 
 
 # -- start-up of `yibao run` -------------------------------------------------------------------------
@@ -338,7 +301,7 @@ class StartupRun:
     """What the process logged as its own time to serving (after its imports)."""
 
 
-_SERVING = re.compile(r"serving Telegram by \w+, ([0-9.]+) s after start")
+_SERVING = re.compile(r"serving Telegram by \w+ on \w+, ([0-9.]+) s after start")
 
 
 def startup_once(socket_path: str, tmp: Path, run: int) -> StartupRun:
@@ -411,21 +374,27 @@ async def measure(args: argparse.Namespace, socket_path: str, tmp: Path) -> Figu
     insurance_calls = [0]
     count_insurance_calls(runtime, insurance_calls)
     request = NoNetworkRequest()
-    adapter = TelegramAdapter(
-        TelegramOptions(
-            token=TOKEN, global_rate=1e6, per_chat_rate=1e6, concurrent_updates=CONCURRENCY, webhook=True
-        ),
+    core = TelegramCore(
         runtime.conversation.handle,
         catalogs=runtime.conversation.catalogs,
         on_unreachable=runtime.store.mark_unreachable,
+        concurrency=CONCURRENCY,
+    )
+    engine = PtbEngine(
+        core,
+        TelegramOptions(
+            token=TOKEN, global_rate=1e6, per_chat_rate=1e6, concurrent_updates=CONCURRENCY, webhook=True
+        ),
         request=request,
     )
-    full = FullStack(runtime, adapter, request)
+    full = FullStack(runtime, engine, request)
     echo = EchoBot()
     updates = Updates(args.users)
     stats = CountingConnection.stats
     try:
-        await adapter.start()
+        await engine.initialize()
+        await core.set_commands()
+        await engine.start()
         await echo.start()
         await bind_all(runtime, updates.user_ids())
         # Each user's first /balance asks the platform and fills the cache; the measured ones do not.
@@ -459,6 +428,7 @@ async def measure(args: argparse.Namespace, socket_path: str, tmp: Path) -> Figu
                 Inbound(user=UserKey(f"tg:{FIRST_USER_ID}"), text="/balance", locale="zh-hans")
             )
             sides, stubbed = breakdown_sides(full, sample)
+            await stubbed.initialize()
             await stubbed.start()
             try:
                 sides = {
@@ -486,7 +456,7 @@ async def measure(args: argparse.Namespace, socket_path: str, tmp: Path) -> Figu
             profile = _profile_text(profiler)
     finally:
         await echo.stop()
-        await adapter.stop()
+        await engine.stop()
         await runtime.aclose()
     startup = [startup_once(socket_path, tmp, run) for run in range(args.startup_runs)]
     return Figures(

@@ -4,6 +4,7 @@
 - ``config.py``: the settings model, read from TOML and the environment.
 - ``clock.py``, ``logs.py``: the wall clock, and logging with personal numbers masked.
 - ``cli/``: every ``yibao …`` command; the top layer, imported by nothing else here.
+- ``hosting/``: Yibao mounted into an operator's own bot (aiogram or PTB); beside ``cli/`` at the top.
 - ``http/``: the one HTTP server of a process; platforms mount their routes on it.
 - ``alerts/``: the schedule, the checks, the outbox and the worker loops.
 - ``identity/``: proving who a chatter is: SMS codes (OTP) and SMS gateways.
@@ -13,6 +14,6 @@
 - ``crypto/``: the operator's key and what it seals (ID and phone numbers); imports nothing of Yibao.
 
 The layers, top to bottom (``[tool.importlinter]`` in ``pyproject.toml`` checks them, and that no
-two modules import each other): cli; app; alerts; identity, http; storage, insurers, charts;
+two modules import each other): cli, hosting; app; alerts; identity, http; storage, insurers, charts;
 config, logs, clock; crypto. ``docs/architecture.md`` draws the house.
 """

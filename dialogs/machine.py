@@ -16,7 +16,7 @@ from dialogs.account import AccountFlow
 from dialogs.alerts import AlertFlow
 from dialogs.binding import BindingFlow
 from dialogs.i18n import Catalogs, normalize_locale
-from dialogs.intents import Command, Intent, parse_command, understand
+from dialogs.intents import Command, Intent, normalize, parse_command, understand
 from dialogs.masking import mask_id_number
 from dialogs.models import (
     Button,
@@ -108,6 +108,17 @@ class Conversation:
 
     async def step(self, state: UserState, inbound: Inbound) -> Outcome:
         return await _Turn(self, state, inbound).run()
+
+    async def claims(self, inbound: Inbound) -> bool:
+        """Mounted in an operator's own bot: is this message Yibao's to answer? Its own commands
+        (``/balance``, ``/bind``…, and the buttons, which send commands) always; anything else,
+        the host's ``/start``, ``/help`` and ``/cancel`` included, only from a user who is in one of
+        Yibao's flows. One Redis read when it is not a command of Yibao's."""
+        cmd = parse_command(normalize(inbound.text))
+        if cmd is not None and cmd.name in _MOUNTED_COMMANDS:
+            return True
+        state = await self.store.peek(inbound.user)
+        return state.session.state is not State.IDLE
 
     async def _read_only(self, inbound: Inbound) -> Outcome | None:
         """Answer without the guard when the message only reads (a cached /balance, /help): the

@@ -189,23 +189,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_run(settings: Settings) -> int:
-    from telegram.error import TelegramError
-
     from bot.cli.run import serve
     from bot.logs import setup_logging
 
     setup_logging(settings.logging.level, settings.logging.file)
-    return _run_async(serve(settings), TelegramError)
+    return _run_async(serve(settings))
 
 
 def cmd_worker(settings: Settings) -> int:
-    from telegram.error import TelegramError
-
     from bot.cli.run import work
     from bot.logs import setup_logging
 
     setup_logging(settings.logging.level, settings.logging.file)
-    return _run_async(work(settings), TelegramError)
+    return _run_async(work(settings))
 
 
 if __name__ == "__main__":  # pragma: no cover

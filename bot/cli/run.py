@@ -1,6 +1,7 @@
-"""``yibao run``: the bot on Telegram, polling or behind a webhook (a route on the process's one HTTP
-server, ``bot.http``, at ``[http]`` ``listen_host:listen_port``), with the alert work beside it, in
-one process; ``yibao worker``: the alert work alone (checks, and sending on Telegram).
+"""``yibao run``: the bot on Telegram (``telegram.engine``: aiogram or python-telegram-bot), polling or
+behind a webhook (a route on the process's one HTTP server, ``bot.http``, at ``[http]``
+``listen_host:listen_port``), with the alert work beside it, in one process; ``yibao worker``: the
+alert work alone (checks, and sending on Telegram).
 
 SIGTERM or SIGINT: stop taking updates, finish the ones in flight (and the alert work in hand),
 close Redis and the platforms' connections, return (exit 0).
@@ -14,13 +15,13 @@ import logging
 import signal
 import time
 
-from telegram.error import InvalidToken
-
-from bot.app import StartupError, build_runtime
+from bot.app import Runtime, StartupError, build_runtime
 from bot.config import Settings, read_secret
 from bot.http.server import HttpServer
 from dialogs.ports import Outlet
-from platforms.telegram.adapter import TelegramAdapter, TelegramOptions
+from platforms.telegram.core import TelegramCore, TelegramStartError
+from platforms.telegram.engines import build_engine
+from platforms.telegram.options import Engine, TelegramOptions
 from platforms.telegram.webhook import webhook_routes
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,16 @@ def telegram_options(settings: Settings, *, required: bool = True) -> TelegramOp
     )
 
 
+def telegram_core(settings: Settings, runtime: Runtime) -> TelegramCore:
+    return TelegramCore(
+        runtime.conversation.handle,
+        catalogs=runtime.conversation.catalogs,
+        on_unreachable=runtime.store.mark_unreachable,
+        default_locale=settings.general.default_locale,
+        concurrency=settings.telegram.concurrent_updates,
+    )
+
+
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Serve until ``stop`` is set (or SIGTERM/SIGINT arrive)."""
     started = time.monotonic()
@@ -55,44 +66,50 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runtime = await build_runtime(settings)
-    adapter = TelegramAdapter(
-        options,
-        runtime.conversation.handle,
-        catalogs=runtime.conversation.catalogs,
-        on_unreachable=runtime.store.mark_unreachable,
-        default_locale=settings.general.default_locale,
-    )
+    runtime = await build_runtime(settings, stop=stop)
     tg = settings.telegram
+    core = telegram_core(settings, runtime)
+    engine: Engine | None = None
     http: HttpServer | None = None
     alerts: asyncio.Task[None] | None = None
     try:
+        engine = build_engine(tg.engine, core, options)
+        await engine.initialize()
         try:
-            await adapter.start()
-        except InvalidToken:
-            raise StartupError("Telegram does not accept telegram.token") from None
+            await core.set_commands()
+        except Exception as e:  # the token worked, so Telegram is there: say what failed, not a traceback
+            raise StartupError(f"Telegram: setMyCommands failed ({type(e).__name__})") from None
+        await engine.start()
         if tg.mode == "polling":
-            await adapter.start_polling()
+            await engine.start_polling()
         else:
             secret = read_secret(tg.webhook_secret, tg.webhook_secret_file)
             assert secret is not None  # the settings model requires it
             assert tg.webhook_url is not None
             http = HttpServer(host=settings.http.listen_host, port=settings.http.listen_port)
-            http.mount(webhook_routes(adapter, path=tg.webhook_path, secret=secret.get_secret_value()))
+            http.mount(webhook_routes(engine, path=tg.webhook_path, secret=secret.get_secret_value()))
             await http.start()
-            await adapter.register_webhook(tg.webhook_url, secret.get_secret_value())
+            await engine.register_webhook(tg.webhook_url, secret.get_secret_value())
         if settings.alerts.enabled:
-            alerts = asyncio.create_task(runtime.alert_worker({adapter.platform: adapter}).run(stop))
-        log.info("serving Telegram by %s, %.2f s after start", tg.mode, time.monotonic() - started)
+            alerts = asyncio.create_task(runtime.alert_worker({core.platform: core}).run(stop))
+        log.info(
+            "serving Telegram by %s on %s, %.2f s after start",
+            tg.mode,
+            engine.name,
+            time.monotonic() - started,
+        )
         await stop.wait()
         log.info("stopping: no new updates; finishing the ones in flight")
+    except TelegramStartError as e:
+        raise StartupError(str(e)) from None
     finally:
         stop.set()
         if alerts is not None:
             await alerts
         if http is not None:
             await http.stop()
-        await adapter.stop()
+        if engine is not None:
+            await engine.stop()
         await runtime.aclose()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
@@ -111,30 +128,25 @@ async def work(settings: Settings, *, stop: asyncio.Event | None = None) -> None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     options = telegram_options(settings, required=False)
-    runtime = await build_runtime(settings, show_sms=_no_sms)
-    adapter: TelegramAdapter | None = None
+    runtime = await build_runtime(settings, show_sms=_no_sms, stop=stop)
+    engine: Engine | None = None
     try:
         outlets: dict[str, Outlet] = {}
         if options is None:
             log.warning("no telegram.token: checking only; alerts for Telegram users wait in the outbox")
         else:
-            adapter = TelegramAdapter(
-                dataclasses.replace(options, webhook=True),  # sends only: no updates taken here
-                runtime.conversation.handle,
-                catalogs=runtime.conversation.catalogs,
-                on_unreachable=runtime.store.mark_unreachable,
-                default_locale=settings.general.default_locale,
-            )
-            try:
-                await adapter.app.initialize()
-            except InvalidToken:
-                raise StartupError("Telegram does not accept telegram.token") from None
-            outlets[adapter.platform] = adapter
+            core = telegram_core(settings, runtime)
+            # Sends only: no updates are taken here.
+            engine = build_engine(settings.telegram.engine, core, dataclasses.replace(options, webhook=True))
+            await engine.initialize()
+            outlets[core.platform] = core
         log.info("alert worker started")
         await runtime.alert_worker(outlets).run(stop)
+    except TelegramStartError as e:
+        raise StartupError(str(e)) from None
     finally:
-        if adapter is not None:
-            await adapter.app.shutdown()
+        if engine is not None:
+            await engine.close()
         await runtime.aclose()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

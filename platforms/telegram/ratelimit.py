@@ -1,4 +1,6 @@
-"""Every request the bot makes to Telegram goes through here (PTB's ``BaseRateLimiter`` hook).
+"""Every request the bot makes to Telegram goes through here, whichever engine makes it (PTB through
+its ``BaseRateLimiter`` hook, aiogram through a session middleware; ``ptb_engine`` and
+``aiogram_engine`` plug their exception types in through a ``Classify`` function).
 
 - Messages (``send*``, ``copy*``, ``forward*``) are spaced: at least ``1/global_rate`` seconds apart
   for the whole bot and ``1/per_chat_rate`` apart in one chat (Telegram: about 30/s in bulk, about
@@ -7,9 +9,9 @@
   turn never holds up another chat, and the global schedule stays exact under any concurrency.
 - A 429 answer carries ``retry_after``: every send waits that long (the limit is the bot's, not the
   chat's), then the request is scheduled again, up to ``max_retries`` times.
-- A connection that failed before the request went out is retried with backoff. A timeout is not:
-  the message may have arrived, and a user must not get it twice. ``BadRequest`` is Telegram's
-  final word on a malformed request.
+- A connection that failed before the request went out (or a 5xx) is retried with backoff. A timeout
+  is not: the message may have arrived, and a user must not get it twice. A 400 is Telegram's final
+  word on a malformed request, a 403 on a user who blocked the bot.
 - Other calls (deleting a message, answering a button) are not spaced; they still honour 429.
 """
 
@@ -20,30 +22,34 @@ import bisect
 import logging
 import random
 import time
-import warnings
 from collections import OrderedDict, deque
-from collections.abc import Callable, Coroutine
-from datetime import timedelta
-from typing import Any
-
-from telegram.error import BadRequest, NetworkError, RetryAfter, TimedOut
-from telegram.ext import BaseRateLimiter
-from telegram.warnings import PTBDeprecationWarning
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
 
-JSON = bool | dict[str, Any] | list[dict[str, Any]]
+T = TypeVar("T")
 _MAX_CHATS = 50_000
 """Chats whose next free time is kept; the least recently used go first (long free by then)."""
 _MESSAGES = ("send", "copy", "forward")
 
 
-def retry_seconds(error: RetryAfter) -> float:
-    """``retry_after`` in seconds, whether PTB gives an int (22.x) or a timedelta (later)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PTBDeprecationWarning)
-        value = error.retry_after
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+@dataclass(frozen=True, slots=True)
+class RetryAfter:
+    """Telegram said 429: every send waits ``seconds``, then this request is tried again."""
+
+    seconds: float
+
+
+class Network:
+    """The request failed before it could have reached Telegram: try again with backoff."""
+
+
+NETWORK = Network()
+Verdict = RetryAfter | Network | None
+"""What an engine's exception means here; None: final, raise it (a timeout, a 400, a 403...)."""
+Classify = Callable[[Exception], Verdict]
 
 
 class Window:
@@ -85,7 +91,9 @@ class Calendar:
         return t
 
 
-class ChatRateLimiter(BaseRateLimiter[int]):
+class SendSchedule:
+    """The bot's send schedule and retry rules, for any engine: ``call`` runs one Bot API request."""
+
     def __init__(
         self,
         *,
@@ -108,12 +116,6 @@ class ChatRateLimiter(BaseRateLimiter[int]):
         self._chats: OrderedDict[int | str, tuple[float, Window]] = OrderedDict()
         self._resume = asyncio.Event()
         self._resume.set()
-
-    async def initialize(self) -> None:
-        pass
-
-    async def shutdown(self) -> None:
-        pass
 
     def _chat(self, chat_id: int | str) -> tuple[float, Window]:
         found = self._chats.get(chat_id)
@@ -153,49 +155,53 @@ class ChatRateLimiter(BaseRateLimiter[int]):
             window.times.append(now)
             return
 
-    async def process_request(
+    async def call(
         self,
-        callback: Callable[..., Coroutine[Any, Any, JSON]],
-        args: Any,
-        kwargs: dict[str, Any],
+        request: Callable[[], Awaitable[T]],
+        *,
         endpoint: str,
-        data: dict[str, Any],
-        rate_limit_args: int | None,
-    ) -> JSON:
-        chat_id = data.get("chat_id")
-        retries_429 = rate_limit_args if rate_limit_args is not None else self.max_retries
+        chat_id: int | str | None,
+        classify: Classify,
+        retries_429: int | None = None,
+    ) -> T:
+        """Run ``request`` (one Bot API call) when the schedule allows, retried as ``classify``
+        says. Messages (``send*``, ``copy*``, ``forward*`` to a chat) are spaced; other calls only
+        wait out a 429 pause."""
+        retries = self.max_retries if retries_429 is None else retries_429
         failures = 0
         spaced = chat_id is not None and endpoint.startswith(_MESSAGES)
         while True:
             if spaced:
-                await self._wait_turn(chat_id)  # type: ignore[arg-type]
+                assert chat_id is not None
+                await self._wait_turn(chat_id)
             else:
                 await self._resume.wait()
             try:
-                return await callback(*args, **kwargs)
-            except RetryAfter as e:
-                if retries_429 <= 0:
+                return await request()
+            except Exception as e:
+                verdict = classify(e)
+                if isinstance(verdict, RetryAfter):
+                    if retries <= 0:
+                        raise
+                    retries -= 1
+                    log.warning("Telegram said 429 to %s: every send waits %.1f s", endpoint, verdict.seconds)
+                    self._resume.clear()
+                    try:
+                        await asyncio.sleep(verdict.seconds + 0.1)
+                    finally:
+                        self._resume.set()
+                elif isinstance(verdict, Network):
+                    failures += 1
+                    if failures > self.network_retries:
+                        raise
+                    delay = random.uniform(0, min(4.0, 0.25 * 2**failures))  # noqa: S311 - jitter
+                    log.warning(
+                        "network error on %s (%s); retry %d in %.2f s",
+                        endpoint,
+                        type(e).__name__,
+                        failures,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                else:
                     raise
-                retries_429 -= 1
-                wait = retry_seconds(e)
-                log.warning("Telegram said 429 to %s: every send waits %.1f s", endpoint, wait)
-                self._resume.clear()
-                try:
-                    await asyncio.sleep(float(wait) + 0.1)
-                finally:
-                    self._resume.set()
-            except (TimedOut, BadRequest):
-                raise
-            except NetworkError as e:
-                failures += 1
-                if failures > self.network_retries:
-                    raise
-                delay = random.uniform(0, min(4.0, 0.25 * 2**failures))  # noqa: S311 - jitter
-                log.warning(
-                    "network error on %s (%s); retry %d in %.2f s",
-                    endpoint,
-                    type(e).__name__,
-                    failures,
-                    delay,
-                )
-                await asyncio.sleep(delay)

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from platforms.telegram.adapter import TelegramAdapter
+from platforms.telegram.options import Engine
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +26,28 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name,
 _MAX_BODY = 1 << 20
 
 
+class _TooLarge(Exception):
+    pass
+
+
+async def _body(request: Request) -> bytes:
+    """The body, refused as soon as it passes ``_MAX_BODY`` (not after it is all in memory)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > _MAX_BODY:
+        raise _TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > _MAX_BODY:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class _Webhook:
-    def __init__(self, adapter: TelegramAdapter, secret: str) -> None:
-        self.adapter = adapter
+    def __init__(self, engine: Engine, secret: str) -> None:
+        self.engine = engine
         self.secret = secret.encode()
 
     async def handle(self, request: Request) -> Response:
@@ -36,23 +55,26 @@ class _Webhook:
         if not hmac.compare_digest(given, self.secret):
             log.warning("a webhook request without the right secret token was refused")
             return JSONResponse({"ok": False}, status_code=403)
-        body = await request.body()
-        if len(body) > _MAX_BODY:
+        try:
+            body = await _body(request)
+        except _TooLarge:
             return JSONResponse({"ok": False}, status_code=413)
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
+            return JSONResponse({"ok": False}, status_code=400)
+        if not isinstance(data, dict):
             return JSONResponse({"ok": False}, status_code=400)
         try:
-            await self.adapter.process(data)
+            await self.engine.feed(data)
         except Exception as e:
             # Answered 200 all the same: Telegram would otherwise send this update again, forever.
             # The error's text may quote the update, so only its type is logged.
-            update_id = data.get("update_id") if isinstance(data, dict) else None
+            update_id = data.get("update_id")
             log.error("skipped update %s that could not be handled: %s", update_id, type(e).__name__)
         return JSONResponse({"ok": True})
 
 
-def webhook_routes(adapter: TelegramAdapter, *, path: str, secret: str) -> list[BaseRoute]:
+def webhook_routes(engine: Engine, *, path: str, secret: str) -> list[BaseRoute]:
     """The webhook's route on ``path`` (``telegram.webhook_path``), for the process's HTTP server."""
-    return [Route(path, _Webhook(adapter, secret).handle, methods=["POST"], name="telegram-webhook")]
+    return [Route(path, _Webhook(engine, secret).handle, methods=["POST"], name="telegram-webhook")]

@@ -1140,6 +1140,12 @@ class BotApiEmulator:
     async def _send_photo(self, params: JSON) -> JSON:
         markup = _inline_markup(params.get("reply_markup"))
         photo = params.get("photo")
+        if isinstance(photo, str) and photo.startswith("attach://"):
+            # "attach://<name>": the file is the multipart part of that name (the Bot API's way to
+            # reference an upload, accepted for any file parameter; aiogram always sends files so).
+            photo = params.get(photo.removeprefix("attach://"))
+            if not isinstance(photo, Upload):
+                raise ApiError(400, "Bad Request: wrong file identifier/HTTP URL specified")
         with self._changed:
             user = self._writable_chat(params)
             if isinstance(photo, Upload):

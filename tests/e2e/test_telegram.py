@@ -60,10 +60,17 @@ def emulator() -> Iterator[BotApiEmulator]:
         yield emu
 
 
+@pytest.fixture(params=["aiogram", "ptb"])
+def engine(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on both Telegram engines (``telegram.engine``)."""
+    return str(request.param)
+
+
 @pytest.fixture
-def start_bot(tmp_path: Path, redis_url: str, emulator: BotApiEmulator) -> Iterator[BotFactory]:
+def start_bot(tmp_path: Path, redis_url: str, emulator: BotApiEmulator, engine: str) -> Iterator[BotFactory]:
     bots: list[Bot] = []
     key = new_key_text()
+    prefix = f"tge2e-{engine}"  # each engine's run of a test leaves its keys apart from the other's
 
     def start(name: str = "a", **env: str) -> Bot:
         log = tmp_path / f"bot-{name}.log"
@@ -71,8 +78,9 @@ def start_bot(tmp_path: Path, redis_url: str, emulator: BotApiEmulator) -> Itera
         settings = {
             "YIBAO_TELEGRAM__TOKEN": emulator.token,
             "YIBAO_TELEGRAM__API_BASE_URL": emulator.url,
+            "YIBAO_TELEGRAM__ENGINE": engine,
             "YIBAO_REDIS__URL": redis_url,
-            "YIBAO_REDIS__PREFIX": "tge2e",
+            "YIBAO_REDIS__PREFIX": prefix,
             "YIBAO_SECURITY__PII_KEY": key,
             "YIBAO_SMS__GATEWAY": "file",
             "YIBAO_SMS__FILE_PATH": str(sms),
@@ -91,7 +99,7 @@ def start_bot(tmp_path: Path, redis_url: str, emulator: BotApiEmulator) -> Itera
             stderr=subprocess.PIPE,
             text=True,
         )
-        bot = Bot(process, log, sms, "tge2e")
+        bot = Bot(process, log, sms, prefix)
         bots.append(bot)
         deadline = time.monotonic() + 30
         while "serving Telegram" not in (log.read_text() if log.exists() else ""):
@@ -202,11 +210,11 @@ def test_a_429_is_waited_out_and_the_reply_still_arrives(
 def test_a_403_marks_the_user_unreachable_until_they_write_again(
     emulator: BotApiEmulator, start_bot: BotFactory, sync_redis: redis.Redis
 ) -> None:
-    start_bot()
+    bot = start_bot()
     user = emulator.user(3001, language_code="en")
     emulator.fail_next("sendMessage", status=403, chat_id=3001)
     user.says("/help")
-    key = "tge2e:{tg:3001}:unreachable"
+    key = f"{bot.prefix}:{{tg:3001}}:unreachable"
     deadline = time.monotonic() + 10
     while not sync_redis.exists(key):
         assert time.monotonic() < deadline, "the 403 did not mark the user"
@@ -251,7 +259,7 @@ def test_webhook_mode_stops_on_sigterm_and_frees_its_port(
 
 
 def test_a_taken_port_is_one_clear_line_and_exit_1(
-    tmp_path: Path, redis_url: str, emulator: BotApiEmulator
+    tmp_path: Path, redis_url: str, emulator: BotApiEmulator, engine: str
 ) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -260,6 +268,7 @@ def test_a_taken_port_is_one_clear_line_and_exit_1(
         env = clean_env(
             YIBAO_TELEGRAM__TOKEN=emulator.token,
             YIBAO_TELEGRAM__API_BASE_URL=emulator.url,
+            YIBAO_TELEGRAM__ENGINE=engine,
             YIBAO_REDIS__URL=redis_url,
             YIBAO_SECURITY__PII_KEY=new_key_text(),
             YIBAO_SMS__GATEWAY="file",
@@ -307,6 +316,18 @@ def test_webhook_secret_is_checked(emulator: BotApiEmulator, start_bot: BotFacto
     # A malformed update is skipped (200, so Telegram does not resend it) and breaks nothing.
     assert emulator.post_update({"update_id": 999_002, "message": {"chat": "garbage"}}) == 200
     converse(user, "/help", "Commands:")
+    url = f"http://127.0.0.1:{port}/telegram"
+    headers = {"X-Telegram-Bot-Api-Secret-Token": "s3cr3t-token", "Content-Type": "application/json"}
+    too_deep = "[" * 100_000 + "]" * 100_000  # a parser's recursion limit, not an update
+    assert httpx.post(url, content=too_deep, headers=headers, timeout=10).status_code == 400
+    assert httpx.post(url, content=b"not json", headers=headers, timeout=10).status_code == 400
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit must hold while reading
+        for _ in range(3 * 1024):
+            yield b" " * 1024
+
+    assert httpx.post(url, content=chunks(), headers=headers, timeout=10).status_code == 413
+    converse(user, "/help", "Commands:")  # and the bot is still there
 
 
 def test_two_instances_behind_one_address_keep_one_session(
@@ -361,3 +382,37 @@ def test_sigterm_stops_cleanly(emulator: BotApiEmulator, start_bot: BotFactory) 
     os.kill(bot.process.pid, signal.SIGTERM)
     assert bot.process.wait(timeout=20) == 0
     assert "stopped" in bot.log.read_text(encoding="utf-8")
+
+
+def test_fast_typists_keep_their_order(
+    emulator: BotApiEmulator, start_bot: BotFactory, sync_redis: redis.Redis
+) -> None:
+    """/bind, the name and the ID number sent back to back, without waiting for an answer, by 50
+    people one after another: all 50 end at the SMS-code step with exactly one code sent each. Then
+    20 quick /alert N come back confirmed in the order they were sent."""
+    bot = start_bot(YIBAO_OTP__MAX_PER_HOUR_PER_PHONE="100", YIBAO_OTP__MAX_PER_HOUR_PER_USER="100")
+    who = demo("normal")
+    masked_phone = f"{who.phone[:3]}****{who.phone[-4:]}"
+    users = [emulator.user(20_000 + i, language_code="en") for i in range(50)]
+    for user in users:
+        user.says("/bind")
+        user.says(who.name)
+        user.says(who.id_number)
+    for user in users:
+        at_code = user.wait_for(masked_phone, timeout=60)
+        assert "Step 3" in at_code.text
+        later = user.inbox[user.inbox.index(at_code) + 1 :]
+        assert later == []  # nothing after the code step: no answer out of turn
+    codes = [json.loads(line) for line in bot.sms.read_text(encoding="utf-8").splitlines()]
+    assert len(codes) == 50  # one code a person, none twice
+    assert all(code["to"] == who.phone for code in codes)
+
+    typist = emulator.user(30_000, language_code="en")
+    bind(typist, bot, "normal", zh=False)
+    before = len(typist.inbox)
+    amounts = [str(100 + i) for i in range(20)]
+    for amount in amounts:
+        typist.says(f"/alert {amount}")
+    confirmations = typist.wait_count(before + 20, timeout=60)[before:]
+    shown = [re.search(r"¥(\d+)\.00", sent.text)[1] for sent in confirmations]  # type: ignore[index]
+    assert shown == amounts
