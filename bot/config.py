@@ -116,6 +116,10 @@ class OtpSettings(_Section):
     ``failure_window_seconds`` that lock the user out of binding."""
     failure_window_seconds: Annotated[int, Field(ge=60, le=86_400)] = 3600
     lockout_seconds: Annotated[int, Field(ge=60, le=86_400)] = 900
+    max_failures_per_id: Annotated[int, Field(ge=1, le=100)] = 5
+    """Failed lookups of one ID number (a name or ID number the platform rejects), by any chat
+    accounts together, within ``failure_window_seconds`` that pause binding with that ID number
+    until the window lets the oldest of them go."""
 
 
 class SmsSettings(_Section):

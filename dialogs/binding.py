@@ -4,7 +4,8 @@ Every answer inside the flow says which step the user is at and what it waits fo
 correct the step before and how to leave. Input that is not even a candidate (a name in Latin letters,
 an ID number of the wrong length, a code of the wrong length) is answered without asking the insurance
 platform or the SMS-code service, so it costs no attempt; before the last attempt that would pause
-binding, the user is told so, and for how long.
+binding, the user is told so, and for how long. Failed lookups count for the user and for the ID
+number (whichever account tries it), and the warning names the nearer of the two limits.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from dialogs.ports import (
     CodeRefused,
     CodeSent,
     Failures,
+    IdLookup,
+    IdPaused,
     InsuranceProblem,
     PlatformInfo,
     ProblemCode,
@@ -300,10 +303,25 @@ class BindingFlow(Turn):
     # -- the lookup ----------------------------------------------------------------------------
 
     async def look_up(self, name: SecretStr, id_number: str, platform: PlatformName) -> Outcome:
+        lookup = await self.otp.start_lookup(SecretStr(id_number))
+        if isinstance(lookup, IdPaused) and lookup.running:
+            return self.out(
+                self.t.gettext(
+                    "This ID number is being checked from other chats right now. Please try again in a "
+                    "few minutes."
+                ),
+                sensitive=True,
+            )
+        if isinstance(lookup, IdPaused):
+            return self.id_paused(lookup.until)
         try:
             match = await self.insurance.find_member(platform, name.get_secret_value(), id_number)
         except InsuranceProblem as problem:
-            return await self.lookup_failed(problem, name)
+            return await self.lookup_failed(problem, name, lookup)
+        except BaseException:  # not the member's fault: the lookup does not count against the ID number
+            await self.otp.end_lookup(lookup)
+            raise
+        await self.otp.end_lookup(lookup)
         sent = await self.otp.send(self.user, match.phone, self.locale)
         at_code_step = Session(
             state=State.BIND_CODE,
@@ -327,6 +345,16 @@ class BindingFlow(Turn):
         if failures is None or failures.left != 1 or failures.locked_until is not None:
             return ()
         minutes = max(1, math.ceil(failures.pause_seconds / 60))
+        if failures.per_id:
+            return (
+                self.t.ngettext(
+                    "Careful: one more failed attempt with this ID number, from any account, pauses "
+                    "binding with it for {minutes} minute.",
+                    "Careful: one more failed attempt with this ID number, from any account, pauses "
+                    "binding with it for {minutes} minutes.",
+                    minutes,
+                ).format(minutes=minutes),
+            )
         return (
             self.t.ngettext(
                 "Careful: one more failed attempt pauses binding for {minutes} minute.",
@@ -335,13 +363,17 @@ class BindingFlow(Turn):
             ).format(minutes=minutes),
         )
 
-    async def lookup_failed(self, problem: InsuranceProblem, name: SecretStr) -> Outcome:
+    async def lookup_failed(self, problem: InsuranceProblem, name: SecretStr, lookup: IdLookup) -> Outcome:
         t = self.t
         failures = None
         if problem.code in (ProblemCode.MEMBER_NOT_FOUND, ProblemCode.IDENTITY_MISMATCH):
-            failures = await self.otp.record_failure(self.user)
+            failures = await self.otp.record_failure(self.user, lookup)
+            if failures.locked_until is not None and failures.per_id:
+                return self.id_paused(failures.locked_until)
             if failures.locked_until is not None:
-                return self.locked_out(failures.locked_until)
+                return self.locked_out(failures.locked_until, sensitive=True)
+        else:
+            await self.otp.end_lookup(lookup)
         if problem.code is ProblemCode.MEMBER_NOT_FOUND:
             return self.in_flow(
                 t.gettext(

@@ -60,6 +60,10 @@ class Reply(_Frozen):
     can delete the user's message should do so."""
     deleted_note: str = ""
     """What to tell the user if the platform did delete it (empty: delete silently)."""
+    erased: bool = False
+    """This reply tells the user that everything kept about them was erased (``/unbind``, once the
+    store has done it): a platform that keeps anything of the user's itself (the console's chart
+    files) deletes it too."""
 
 
 class State(StrEnum):
@@ -145,7 +149,8 @@ class Outcome(_Frozen):
     """What a step decided: the replies, the next session and what changes in the profile.
 
     Profile changes are explicit so the store can write them in the same guarded round trip as the
-    session. ``erase`` wins over everything else: every key about the user goes.
+    session. ``erase`` wins over everything else: every key about the user goes, and the replies
+    say so to the platform (``Reply.erased``).
     """
 
     replies: tuple[Reply, ...]

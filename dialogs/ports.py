@@ -186,6 +186,30 @@ class Failures:
     """How long binding then pauses."""
     locked_until: datetime | None = None
     """Set when this failure paused binding."""
+    per_id: bool = False
+    """The nearer limit is the ID number's, shared by every chat account, not the user's own:
+    ``left``, ``pause_seconds`` and ``locked_until`` are that limit's, and the pause is of binding
+    with that ID number."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdLookup:
+    """Leave to look one ID number up on the insurance platform, under the limit of failed lookups
+    that every chat account shares for it. The lookup holds a place in that count while it runs:
+    ``record_failure`` keeps it as a failure, ``end_lookup`` gives it back."""
+
+    slot: str
+    """Opaque to the core."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdPaused:
+    """Too many lookups of this ID number failed lately, whichever accounts tried: none until then."""
+
+    until: datetime
+    running: bool = False
+    """Not failed yet: other lookups of it are running, enough to reach the limit, and did not end
+    in time (only when many accounts try one ID number at once). ``until`` is when they surely have."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,8 +226,19 @@ class OtpPort(Protocol):
 
     async def locked_until(self, user: UserKey) -> datetime | None: ...
 
-    async def record_failure(self, user: UserKey) -> Failures:
-        """Count a failed bind attempt; ``locked_until`` is set if this one locked the user out."""
+    async def start_lookup(self, id_number: SecretStr) -> IdLookup | IdPaused:
+        """Before asking the insurance platform about an ID number: leave to, or until when the
+        limit per ID number pauses it (for every chat account alike)."""
+        ...
+
+    async def end_lookup(self, lookup: IdLookup) -> None:
+        """The lookup did not fail (the member was found, or the platform could not answer)."""
+        ...
+
+    async def record_failure(self, user: UserKey, lookup: IdLookup | None = None) -> Failures:
+        """Count a failed bind attempt for the user and, with ``lookup`` (a name or ID number the
+        platform rejected), for that ID number; ``locked_until`` is set if this one paused binding
+        (``per_id``: binding with that ID number, for everyone)."""
         ...
 
     async def send(self, user: UserKey, phone: SecretStr, locale: str) -> CodeSent | CodeRefused: ...

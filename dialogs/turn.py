@@ -37,6 +37,8 @@ from dialogs.ports import (
     CodeRefused,
     CodeSent,
     Failures,
+    IdLookup,
+    IdPaused,
     InsurancePort,
     InsuranceProblem,
     MemberMatch,
@@ -82,7 +84,13 @@ class _DryOtp:
     async def locked_until(self, user: UserKey) -> datetime | None:
         raise NeedsGuard
 
-    async def record_failure(self, user: UserKey) -> Failures:
+    async def start_lookup(self, id_number: SecretStr) -> IdLookup | IdPaused:
+        raise NeedsGuard
+
+    async def end_lookup(self, lookup: IdLookup) -> None:
+        raise NeedsGuard
+
+    async def record_failure(self, user: UserKey, lookup: IdLookup | None = None) -> Failures:
         raise NeedsGuard
 
     async def send(self, user: UserKey, phone: SecretStr, locale: str) -> CodeSent | CodeRefused:
@@ -168,7 +176,12 @@ class Turn:
         """An outcome with plain-text replies; the session falls back to idle unless one is given."""
         note = self.deletion_note(sensitive)
         replies = tuple(
-            Reply(text=x, sensitive_input=sensitive and i == 0, deleted_note=note if i == 0 else "")
+            Reply(
+                text=x,
+                sensitive_input=sensitive and i == 0,
+                deleted_note=note if i == 0 else "",
+                erased=erase,
+            )
             for i, x in enumerate(texts)
         )
         return Outcome(
@@ -216,12 +229,25 @@ class Turn:
             date=binding.bound_at.astimezone(self.cfg.timezone).strftime("%Y-%m-%d"),
         )
 
-    def locked_out(self, until: datetime) -> Outcome:
+    def locked_out(self, until: datetime, *, sensitive: bool = False) -> Outcome:
         return self.out(
             self.t.gettext(
                 "Too many failed attempts. To protect your account, binding is paused until {until}. "
                 "Questions: call the medical-insurance hotline {hotline}."
-            ).format(until=self.at(until), hotline=self.cfg.hotline)
+            ).format(until=self.at(until), hotline=self.cfg.hotline),
+            sensitive=sensitive,
+        )
+
+    def id_paused(self, until: datetime) -> Outcome:
+        """The limit per ID number: the same answer whichever chat account tries that ID number (in
+        answer to the message that held it)."""
+        return self.out(
+            self.t.gettext(
+                "Too many failed attempts with this ID number. To protect the account, binding with it "
+                "is paused until {until}, whoever tries. Questions: call the medical-insurance hotline "
+                "{hotline}."
+            ).format(until=self.at(until), hotline=self.cfg.hotline),
+            sensitive=True,
         )
 
     def platform_problem(self, problem: InsuranceProblem) -> str:

@@ -4,20 +4,26 @@ A code is 6 digits from ``secrets``, stored only as a keyed hash bound to the us
 nonce, compared in constant time, valid for ``code_ttl_seconds``, used once; a resend replaces it.
 Each code allows ``max_attempts`` wrong tries. Sends are limited per user and per phone per hour and
 spaced by ``resend_interval_seconds``. Failed bind attempts (voided codes, names or ID numbers the
-platform rejects) within a window lock the user out of binding for ``lockout_seconds``.
+platform rejects) within a window lock the user out of binding for ``lockout_seconds``. Failed
+lookups of one ID number are also counted across all users, by the ID number's keyed hash: after
+``max_failures_per_id`` within the window, nobody may look that ID number up until the window lets
+the oldest of them go.
 
 The code goes to the phone number the insurance platform has on file; the user never chooses it.
 All decisions use the ``Clock`` port, so tests can move time; Redis expiries only clean up. Methods
 are called inside the store's per-user guard, so one user's record needs no locking of its own; the
-per-phone counter is shared between users and is updated atomically in a script.
+per-phone and per-ID counters are shared between users and are updated atomically in scripts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
+import math
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,7 +38,17 @@ from bot.storage.keys import Keys, UserKind
 from dialogs.i18n import Catalogs
 from dialogs.masking import mask_phone
 from dialogs.models import UserKey
-from dialogs.ports import Clock, CodeCheck, CodeRefused, CodeSent, Failures, Refusal, Verdict
+from dialogs.ports import (
+    Clock,
+    CodeCheck,
+    CodeRefused,
+    CodeSent,
+    Failures,
+    IdLookup,
+    IdPaused,
+    Refusal,
+    Verdict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +68,61 @@ redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])))
 return -1
 """
 
+# The ID number's lookups: a sorted set of "f.<token>" (a failed lookup) and "r.<token>" (one running
+# now) -> its time. A lookup holds a running place before it asks the platform, so that lookups
+# running at once cannot pass the limit together; a place left by a process that died goes after
+# ``_LOOKUP_LEASE`` seconds.
+#
+# KEYS: that set. ARGV: now, window, limit, lease, token. Returns -1 when the place is taken, -2 when
+# running lookups fill what the limit leaves, else the time of the failure whose leaving the window
+# lets lookups run again.
+_ID_TAKE = """
+local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local failed, running = {}, 0
+for i = 1, #entries, 2 do
+  if string.sub(entries[i], 1, 2) == 'f.' then
+    table.insert(failed, entries[i + 1])
+  elseif tonumber(entries[i + 1]) > now - tonumber(ARGV[4]) then
+    running = running + 1
+  else
+    redis.call('ZREM', KEYS[1], entries[i])
+  end
+end
+if #failed >= limit then
+  return failed[#failed - limit + 1]
+end
+if #failed + running >= limit then
+  return -2
+end
+redis.call('ZADD', KEYS[1], ARGV[1], 'r.' .. ARGV[5])
+redis.call('EXPIRE', KEYS[1], math.ceil(window))
+return -1
+"""
+
+# KEYS: the same set. ARGV: now, window, token. The running place becomes a failure; returns the
+# times of the failures within the window, oldest first.
+_ID_FAIL = """
+local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+redis.call('ZREM', KEYS[1], 'r.' .. ARGV[3])
+redis.call('ZADD', KEYS[1], ARGV[1], 'f.' .. ARGV[3])
+redis.call('EXPIRE', KEYS[1], math.ceil(window))
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local failed = {}
+for i = 1, #entries, 2 do
+  if string.sub(entries[i], 1, 2) == 'f.' then
+    table.insert(failed, entries[i + 1])
+  end
+end
+return failed
+"""
+_LOOKUP_LEASE = 120.0
+"""Longer than any lookup runs (``insurance.deadline_seconds`` is at most 120)."""
+_BUSY_WAIT = 5.0
+"""How long (real seconds) a lookup waits for running lookups of the same ID number to end."""
+
 
 @dataclass(frozen=True, slots=True)
 class OtpLimits:
@@ -63,6 +134,7 @@ class OtpLimits:
     lockout_after_failures: int = 3
     failure_window_seconds: int = 3600
     lockout_seconds: int = 900
+    max_failures_per_id: int = 5
     code_digits: int = 6
 
 
@@ -88,6 +160,8 @@ class OtpService:
         self.limits = limits
         self.signature = signature
         self._phone_send = redis.register_script(_PHONE_SEND)
+        self._id_take = redis.register_script(_ID_TAKE)
+        self._id_fail = redis.register_script(_ID_FAIL)
         self._ttl = int(
             max(_HOUR, limits.failure_window_seconds, limits.lockout_seconds, limits.code_ttl_seconds) + 60
         )
@@ -133,9 +207,61 @@ class OtpService:
     async def locked_until(self, user: UserKey) -> datetime | None:
         return self._locked(await self._load(user), self.clock.now().timestamp())
 
-    async def record_failure(self, user: UserKey) -> Failures:
+    async def start_lookup(self, id_number: SecretStr) -> IdLookup | IdPaused:
+        digest = self.cipher.digest(id_number.get_secret_value(), purpose="id")
+        token = secrets.token_hex(8)
+        lim = self.limits
+        waited_until = time.monotonic() + _BUSY_WAIT
+        while True:
+            result = float(
+                await self._id_take(
+                    keys=[self.keys.id_lookups(digest)],
+                    args=[
+                        repr(self.clock.now().timestamp()),
+                        lim.failure_window_seconds,
+                        lim.max_failures_per_id,
+                        _LOOKUP_LEASE,
+                        token,
+                    ],
+                )
+            )
+            if result == -1:
+                return IdLookup(slot=f"{digest}.{token}")
+            if result >= 0:
+                return IdPaused(until=self._dt(result + lim.failure_window_seconds))
+            # Other lookups of this ID number are running and may yet fail: wait for them to end.
+            if time.monotonic() >= waited_until:
+                return IdPaused(until=self._dt(self.clock.now().timestamp() + _LOOKUP_LEASE), running=True)
+            await asyncio.sleep(0.05)
+
+    async def end_lookup(self, lookup: IdLookup) -> None:
+        digest, _, token = lookup.slot.partition(".")
+        await self.redis.zrem(self.keys.id_lookups(digest), f"r.{token}")
+
+    async def record_failure(self, user: UserKey, lookup: IdLookup | None = None) -> Failures:
         record = await self._load(user)
-        return await self._fail(user, record, self.clock.now().timestamp())
+        now = self.clock.now().timestamp()
+        mine = await self._fail(user, record, now)
+        if lookup is None:
+            return mine
+        window = self.limits.failure_window_seconds
+        digest, _, token = lookup.slot.partition(".")
+        raw = await self._id_fail(keys=[self.keys.id_lookups(digest)], args=[repr(now), window, token])
+        times = [float(t) for t in raw]
+        if mine.locked_until is not None:  # the user's own pause is the wider one
+            return mine
+        limit = self.limits.max_failures_per_id
+        if len(times) >= limit:
+            until = times[len(times) - limit] + window
+            log.info("lookups of one ID number paused until %s", self._dt(until).isoformat())
+            return Failures(
+                left=0, pause_seconds=math.ceil(until - now), locked_until=self._dt(until), per_id=True
+            )
+        left = limit - len(times)
+        if left < mine.left:
+            # The next ``left`` failures, if they came now, would pause it until the oldest one leaves.
+            return Failures(left=left, pause_seconds=math.ceil(times[0] + window - now), per_id=True)
+        return mine
 
     def _failures(self, fails: list[float]) -> Failures:
         left = max(0, self.limits.lockout_after_failures - len(fails))

@@ -80,3 +80,8 @@ class Keys:
     def phone_sends(self, phone_digest: str) -> str:
         """SMS codes sent to one phone in the last hour, keyed by the phone's keyed hash."""
         return f"{self.prefix}:phone:{phone_digest}:sends"
+
+    def id_lookups(self, id_digest: str) -> str:
+        """Failed (and running) lookups of one ID number, by any chat account, within the failure
+        window, keyed by the ID number's keyed hash (a sorted set: slot -> time)."""
+        return f"{self.prefix}:idnum:{id_digest}:lookups"

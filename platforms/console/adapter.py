@@ -3,18 +3,24 @@
 Interactive (a terminal on both ends): a prompt, replies as they come, unprompted messages (SMS in
 the demo, alerts later) printed above the prompt as they arrive. Scripted (stdin is not a terminal):
 one message per input line, the replies printed after it and then one empty line (empty lines
-inside a reply are left out), so another program can tell where the answer to each line ends.
+inside a reply are left out), so another program can tell where the answer to each line ends. Every
+line is answered: an empty one, or one of only whitespace (a tab, U+3000, U+2028...), is the empty
+message. When the reader of stdout goes away (``yibao chat | head -1``), the chat ends quietly.
 Buttons are listed with numbers; typing the number presses the button. A reply's file (a chart) is
-saved in ``files_dir``, its name starting with the user, and never over another file; its path is
-printed. A language chosen on the command line (``choose_locale``) is the user's choice: it is set
+saved in the user's own folder under ``files_dir``, its name starting with the user, and never over
+another file; its path is printed. When a reply says the user was erased (``/unbind``), that folder
+goes too. A language chosen on the command line (``choose_locale``) is the user's choice: it is set
 once at start, as ``/lang`` would, so a language stored earlier does not silently win over it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import re
+import shutil
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
@@ -25,7 +31,13 @@ from dialogs.models import Button, Inbound, Reply, UserKey
 
 Handler = Callable[[Inbound], Awaitable[Sequence[Reply]]]
 
+log = logging.getLogger(__name__)
+
 _EOF = object()
+
+
+class OutputClosed(Exception):
+    """Nobody reads the console's output any more (a closed pipe): the chat is over."""
 
 
 class ConsoleAdapter:
@@ -55,12 +67,36 @@ class ConsoleAdapter:
         self.prompt = "你 › " if (locale or "zh").startswith("zh") else "you › "
         self._buttons: tuple[Button, ...] = ()
         self._waiting_for_input = False
+        self._inbox: asyncio.Queue[object] | None = None
+        self._output_closed = False
 
     # -- output --------------------------------------------------------------------------------
 
     def _write(self, text: str) -> None:
-        self.stdout.write(text)
-        self.stdout.flush()
+        if self._output_closed:
+            raise OutputClosed
+        try:
+            self.stdout.write(text)
+            self.stdout.flush()
+        except BrokenPipeError:
+            self._close_output()
+            raise OutputClosed from None
+
+    def _close_output(self) -> None:
+        """The reader is gone: stop chatting, and point the descriptor at /dev/null, so that what is
+        still buffered (and the interpreter's last flush at exit) has somewhere to go."""
+        self._output_closed = True
+        if self._inbox is not None:
+            self._inbox.put_nowait(_EOF)
+        try:
+            fd = self.stdout.fileno()
+        except (OSError, ValueError):  # not a file (a test's StringIO), or closed
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
 
     def _render(self, replies: Sequence[Reply]) -> None:
         for reply in replies:
@@ -79,17 +115,23 @@ class ConsoleAdapter:
         if not self.interactive:
             self._write("\n")
 
+    def user_files(self) -> Path:
+        """The folder of this user's files: nobody else's go there, so erasing it erases theirs."""
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", self.user_id)
+        return self.files_dir / (name if name.strip(".") else name.replace(".", "_"))
+
     def _save(self, filename: str, content: bytes) -> Path:
         """Write a reply's file (0600: a chart shows someone's money) under a name of this user's
         that no earlier file has, and return where it went."""
-        self.files_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        folder = self.user_files()
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", f"{self.user_id}-{filename}")
         stem, dot, ext = safe.rpartition(".")
         if not dot:
             stem, ext = safe, ""
         for n in range(1, 10_000):
             name = safe if n == 1 else f"{stem}-{n}{dot}{ext}"
-            path = (self.files_dir / name).resolve()
+            path = (folder / name).resolve()
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:
@@ -97,7 +139,16 @@ class ConsoleAdapter:
             with os.fdopen(fd, "wb") as f:
                 f.write(content)
             return path
-        raise FileExistsError(f"no free file name for {safe} in {self.files_dir}")
+        raise FileExistsError(f"no free file name for {safe} in {folder}")
+
+    def _erase_files(self) -> None:
+        """The user was erased: their files go too (a chart shows their money)."""
+        try:
+            shutil.rmtree(self.user_files())
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warning("could not delete the erased user's files in %s: %s", self.user_files(), e)
 
     def _unprompted(self, text: str) -> None:
         if self.interactive and self._waiting_for_input:
@@ -114,7 +165,9 @@ class ConsoleAdapter:
 
     async def show_sms(self, masked_to: str, text: str) -> None:
         """The console SMS gateway: the SMS shows up in the chat, addressed to the masked number."""
-        self._unprompted(f"📱 SMS → {masked_to}: {text}")
+        # When the output is closed the chat is ending: the reply to this message goes unread too.
+        with contextlib.suppress(OutputClosed):
+            self._unprompted(f"📱 SMS → {masked_to}: {text}")
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -146,8 +199,13 @@ class ConsoleAdapter:
         threading.Thread(target=read, name="console-reader", daemon=True).start()
 
     async def run(self, handle: Handler) -> None:
-        """Chat until end of input."""
+        """Chat until end of input, or until nobody reads the output."""
+        with contextlib.suppress(OutputClosed):
+            await self._chat(handle)
+
+    async def _chat(self, handle: Handler) -> None:
         queue: asyncio.Queue[object] = asyncio.Queue()
+        self._inbox = queue
         ready = threading.Event()
         self._start_reader(asyncio.get_running_loop(), queue, ready)
         if self.interactive:
@@ -165,13 +223,15 @@ class ConsoleAdapter:
             line = await queue.get()
             if line is _EOF or not isinstance(line, str):
                 break
-            text = line.strip()
-            if not text:
-                continue
+            text = line.strip()  # str.strip: every Unicode whitespace, U+3000 and U+2028 included
+            if not text and self.interactive:
+                continue  # a person just gets the prompt again
             if self._buttons and text.isdigit() and 1 <= int(text) <= len(self._buttons):
                 text = self._buttons[int(text) - 1].payload
             self._buttons = ()
             replies = await handle(Inbound(user=self.user, text=text, locale=self.locale))
+            if any(reply.erased for reply in replies):
+                self._erase_files()
             self._render(replies)
         if self.interactive:
             self._write("\n")

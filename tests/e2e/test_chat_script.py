@@ -7,6 +7,7 @@ inspected afterwards; the second runs the embedded default with no redis-server 
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from chat_process import Chat, clean_env, demo
+from chat_process import Chat, clean_env, demo, yibao_command
 
 from bot.crypto.pii import new_key_text
 
@@ -227,3 +228,72 @@ def test_a_new_user_meets_issue_12_in_zh_and_en(
     finally:
         if again.proc.poll() is None:
             again.proc.kill()
+
+
+WHITESPACE_ONLY = ("\t", "\u3000", "\u2028", "\u0085", "\x0b\x0c", "\x1c", " \t\u3000 ")
+
+
+def test_every_line_is_answered_even_one_of_only_whitespace(
+    tmp_path: Path, redis_url: str, sync_redis: redis.Redis
+) -> None:
+    """A script waiting for one answer block per line never hangs: a line of only whitespace gets
+    the answer an empty line gets, and the next line's answer is still its own."""
+    env = clean_env(
+        YIBAO_REDIS__URL=redis_url,
+        YIBAO_SECURITY__PII_KEY=new_key_text(),
+        YIBAO_GENERAL__DATA_DIR=str(tmp_path / "data"),
+        YIBAO_ALERTS__ENABLED="false",
+        LANG="C.UTF-8",
+    )
+    chat = Chat(env, tmp_path, "--lang", "en")
+    try:
+        empty = chat.say("")
+        assert "/balance" in empty  # an answer, not only the closing empty line
+        for text in WHITESPACE_ONLY:
+            assert chat.say(text, timeout=10) == empty, repr(text)
+        assert "/bind — link your insurance account" in chat.say("/help")
+        # Inside a flow, too: whitespace is the empty message there (no name yet), not a hang.
+        assert "Step 1 of 3" in chat.say("/bind")
+        assert "too short" in chat.say("\u3000")
+        assert chat.close() == 0
+    finally:
+        if chat.proc.poll() is None:
+            chat.proc.kill()
+
+
+def test_a_closed_stdout_ends_the_chat_quietly(
+    tmp_path: Path, redis_url: str, sync_redis: redis.Redis
+) -> None:
+    """``yibao chat | head -1``: once the reader is gone the chat ends, exit 0, nothing on stderr."""
+    env = clean_env(
+        YIBAO_REDIS__URL=redis_url,
+        YIBAO_SECURITY__PII_KEY=new_key_text(),
+        YIBAO_GENERAL__DATA_DIR=str(tmp_path / "data"),
+        LANG="C.UTF-8",
+    )
+    proc = subprocess.Popen(
+        [*yibao_command(), "chat", "--lang", "en"],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    try:
+        proc.stdin.write(b"/help\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == b"Commands:\n"
+        proc.stdout.close()  # as head -1 does after its line
+        try:
+            proc.stdin.write(b"/help\n" * 200)  # answers that nobody reads
+            proc.stdin.close()
+        except BrokenPipeError:  # yibao chat already ended
+            pass
+        assert proc.wait(timeout=30) == 0
+        assert proc.stderr.read().decode() == ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -31,6 +31,7 @@ def test_custom_prefix() -> None:
     assert keys.user(USER, UserKind.OTP) == "acme:{tg:123}:otp"
     assert all(key.startswith("acme:") for key in keys.all_user(USER))
     assert keys.phone_sends("abc").startswith("acme:")
+    assert keys.id_lookups("abc") == "acme:idnum:abc:lookups"
 
 
 @pytest.mark.parametrize(
