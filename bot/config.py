@@ -285,9 +285,10 @@ class TelegramSettings(_Section):
     token: SecretStr | None = None
     """From @BotFather."""
     token_file: Path | None = None
-    engine: Literal["aiogram", "ptb"] = "aiogram"
-    """The library that speaks to Telegram: ``aiogram`` (aiohttp; the faster over real HTTP,
-    ``bench/webhook_bench.py``) or ``ptb`` (python-telegram-bot 22). Both behave the same."""
+    engine: Literal["aiogram", "ptb"] = "ptb"
+    """The library that speaks to Telegram: ``ptb`` (python-telegram-bot 22, its Bot API calls over
+    aiohttp; the faster over real HTTP in ``bench/webhook_bench.py``) or ``aiogram`` (aiogram 3).
+    Both behave the same."""
     api_base_url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")] = "https://api.telegram.org"
     """A Bot API server: Telegram's, a local telegram-bot-api server, or an emulator in tests."""
     mode: Literal["polling", "webhook"] = "polling"

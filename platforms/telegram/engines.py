@@ -5,9 +5,6 @@ from __future__ import annotations
 from platforms.telegram.core import TelegramCore
 from platforms.telegram.options import Engine, EngineName, TelegramOptions
 
-DEFAULT_ENGINE: EngineName = "aiogram"
-"""Over real HTTP, aiogram's aiohttp client costs a third of PTB's httpx (bench/webhook_bench.py)."""
-
 
 def build_engine(name: EngineName, core: TelegramCore, options: TelegramOptions) -> Engine:
     if name == "ptb":
