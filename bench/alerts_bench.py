@@ -53,7 +53,6 @@ from dialogs.models import Binding, MemberId, PlatformName, UserKey
 from insurance.sandbox import SandboxPlatform
 from insurance.sandbox_data import Scenario
 from insurance.server import DEMO_SECRET
-from platforms.telegram.core import TelegramCore
 from platforms.telegram.options import TelegramOptions
 from platforms.telegram.ptb_engine import PtbEngine
 
@@ -244,7 +243,7 @@ def outbox_part(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         async def run() -> dict[str, Any]:
             runtime = await build_runtime(settings)
             request = NoNetworkRequest()
-            core = TelegramCore(runtime.conversation.handle, catalogs=runtime.conversation.catalogs)
+            core = runtime.telegram_core()
             engine = PtbEngine(
                 core,
                 TelegramOptions(token=TOKEN, global_rate=max(30.0, args.rate), webhook=True),

@@ -374,12 +374,7 @@ async def measure(args: argparse.Namespace, socket_path: str, tmp: Path) -> Figu
     insurance_calls = [0]
     count_insurance_calls(runtime, insurance_calls)
     request = NoNetworkRequest()
-    core = TelegramCore(
-        runtime.conversation.handle,
-        catalogs=runtime.conversation.catalogs,
-        on_unreachable=runtime.store.mark_unreachable,
-        concurrency=CONCURRENCY,
-    )
+    core = runtime.telegram_core()  # telegram.concurrent_updates: 64, as CONCURRENCY
     engine = PtbEngine(
         core,
         TelegramOptions(

@@ -37,6 +37,7 @@ from dialogs.models import PlatformName
 from dialogs.ports import Clock, Outlet, PlatformInfo
 from insurance.client import ClientPolicy, HttpPlatformClient
 from insurance.sandbox import SandboxPlatform
+from platforms.telegram.core import TelegramCore
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,17 @@ class Runtime:
     sandboxes: dict[str, SandboxPlatform] = field(default_factory=dict)
     """The in-process sandbox platforms by name, for the demo's and the tests' admin moves."""
     _closed: bool = field(default=False, repr=False)
+
+    def telegram_core(self) -> TelegramCore:
+        """Yibao's Telegram platform over this runtime, for an engine of ``yibao run`` or a host's bot
+        to drive; also the ``Outlet`` its alerts go through."""
+        return TelegramCore(
+            self.conversation.handle,
+            catalogs=self.conversation.catalogs,
+            on_unreachable=self.store.mark_unreachable,
+            default_locale=self.settings.general.default_locale,
+            concurrency=self.settings.telegram.concurrent_updates,
+        )
 
     def alert_worker(self, outlets: Mapping[str, Outlet], *, checks: bool = True) -> AlertWorker:
         """The alert checks (unless ``checks`` is false) and a sender for each chat platform in

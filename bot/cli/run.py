@@ -15,11 +15,11 @@ import logging
 import signal
 import time
 
-from bot.app import Runtime, StartupError, build_runtime
+from bot.app import StartupError, build_runtime
 from bot.config import Settings, read_secret
 from bot.http.server import HttpServer
 from dialogs.ports import Outlet
-from platforms.telegram.core import TelegramCore, TelegramStartError
+from platforms.telegram.core import TelegramStartError
 from platforms.telegram.engines import build_engine
 from platforms.telegram.options import Engine, TelegramOptions
 from platforms.telegram.webhook import webhook_routes
@@ -47,16 +47,6 @@ def telegram_options(settings: Settings, *, required: bool = True) -> TelegramOp
     )
 
 
-def telegram_core(settings: Settings, runtime: Runtime) -> TelegramCore:
-    return TelegramCore(
-        runtime.conversation.handle,
-        catalogs=runtime.conversation.catalogs,
-        on_unreachable=runtime.store.mark_unreachable,
-        default_locale=settings.general.default_locale,
-        concurrency=settings.telegram.concurrent_updates,
-    )
-
-
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Serve until ``stop`` is set (or SIGTERM/SIGINT arrive)."""
     started = time.monotonic()
@@ -68,7 +58,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         loop.add_signal_handler(sig, stop.set)
     runtime = await build_runtime(settings, stop=stop)
     tg = settings.telegram
-    core = telegram_core(settings, runtime)
+    core = runtime.telegram_core()
     engine: Engine | None = None
     http: HttpServer | None = None
     alerts: asyncio.Task[None] | None = None
@@ -135,7 +125,7 @@ async def work(settings: Settings, *, stop: asyncio.Event | None = None) -> None
         if options is None:
             log.warning("no telegram.token: checking only; alerts for Telegram users wait in the outbox")
         else:
-            core = telegram_core(settings, runtime)
+            core = runtime.telegram_core()
             # Sends only: no updates are taken here.
             engine = build_engine(settings.telegram.engine, core, dataclasses.replace(options, webhook=True))
             await engine.initialize()

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from bot.app import Runtime, build_runtime
 from bot.config import Settings, load_settings
 from dialogs.models import Inbound
-from platforms.telegram.core import TelegramCore, user_key
+from platforms.telegram.core import user_key
 
 if TYPE_CHECKING:  # only the host's library is imported, when it asks for it
     from aiogram import Bot, Router
@@ -33,14 +33,7 @@ if TYPE_CHECKING:  # only the host's library is imported, when it asks for it
 class YibaoOnTelegram:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        settings = runtime.settings
-        self.core = TelegramCore(
-            runtime.conversation.handle,
-            catalogs=runtime.conversation.catalogs,
-            on_unreachable=runtime.store.mark_unreachable,
-            default_locale=settings.general.default_locale,
-            concurrency=settings.telegram.concurrent_updates,
-        )
+        self.core = runtime.telegram_core()
 
     @classmethod
     async def open(cls, config: Settings | str | Path | None = None) -> YibaoOnTelegram:
