@@ -26,11 +26,13 @@ from bot.crypto.pii import PiiCipher, load_or_create_key, parse_key
 from bot.identity.otp import OtpLimits, OtpService
 from bot.identity.sms import ConsoleSmsGateway, FileSmsGateway, ShowSms, SmsGateway
 from bot.insurers.registry import Platform, PlatformRegistry
+from bot.logs import pseudonymize_with
 from bot.storage.codec import StateCodec
 from bot.storage.embedded_redis import EmbeddedRedis
 from bot.storage.health import RedisHealth, redacted_url, wait_for_redis
 from bot.storage.keys import Keys
 from bot.storage.store import RedisStore
+from bot.storage.wechat import RedisTokenStore, RedisWechatState
 from dialogs.i18n import Catalogs
 from dialogs.machine import Conversation, DialogSettings
 from dialogs.models import PlatformName
@@ -38,6 +40,10 @@ from dialogs.ports import Clock, Outlet, PlatformInfo
 from insurance.client import ClientPolicy, HttpPlatformClient
 from insurance.sandbox import SandboxPlatform
 from platforms.telegram.core import TelegramCore
+from platforms.tencent.callback import CallbackGuard
+from platforms.tencent.crypto import MessageCrypto
+from platforms.wechat.api import WechatApi
+from platforms.wechat.core import AlertTemplate, WechatCore
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +86,51 @@ class Runtime:
             default_locale=self.settings.general.default_locale,
             concurrency=self.settings.telegram.concurrent_updates,
         )
+
+    def wechat_core(self) -> tuple[WechatCore, CallbackGuard]:
+        """Yibao's WeChat Official Account over this runtime (``wechat.app_id`` must be set): the
+        platform (also the alerts' ``Outlet``) and the guard its callback opens requests with."""
+        wx = self.settings.wechat
+        if wx.app_id is None:
+            raise StartupError("wechat.app_id is not set")
+        secret = read_secret(wx.app_secret, wx.app_secret_file)
+        token = read_secret(wx.token, wx.token_file)
+        aes_key = read_secret(wx.encoding_aes_key, wx.encoding_aes_key_file)
+        assert secret is not None  # the settings model requires it
+        assert token is not None
+        state = RedisWechatState(self.redis, self.keys, self.store.codec.cipher)
+        api = WechatApi(
+            app_id=wx.app_id,
+            app_secret=secret.get_secret_value(),
+            base_url=wx.api_base_url,
+            tokens=RedisTokenStore(self.redis, self.keys, wx.app_id),
+            stable_token=wx.token_endpoint == "stable_token",  # noqa: S105 - an endpoint name
+            send_rate=wx.send_rate,
+        )
+        template = None
+        if wx.alert_template_id is not None:
+            fields = {
+                "balance": wx.alert_field_balance,
+                "threshold": wx.alert_field_threshold,
+                "time": wx.alert_field_time,
+                "note": wx.alert_field_note,
+            }
+            template = AlertTemplate(wx.alert_template_id, fields, long_term=wx.alert_template_long_term)
+        core = WechatCore(
+            self.conversation.handle,
+            api=api,
+            state=state,
+            catalogs=self.conversation.catalogs,
+            on_unreachable=self.store.mark_unreachable,
+            template=template,
+            default_locale=self.settings.general.default_locale,
+            reply_within_seconds=wx.reply_within_seconds,
+        )
+        crypto = None
+        if aes_key is not None and aes_key.get_secret_value():
+            crypto = MessageCrypto(token.get_secret_value(), aes_key.get_secret_value(), wx.app_id)
+        guard = CallbackGuard(token.get_secret_value(), state, crypto=crypto)
+        return core, guard
 
     def alert_worker(self, outlets: Mapping[str, Outlet], *, checks: bool = True) -> AlertWorker:
         """The alert checks (unless ``checks`` is false) and a sender for each chat platform in
@@ -232,7 +283,9 @@ async def build_runtime(
     data_dir = settings.general.data_dir
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(data_dir, 0o700)
-    cipher = PiiCipher(pii_key(settings))
+    key = pii_key(settings)
+    cipher = PiiCipher(key)
+    pseudonymize_with(key)
     gateway = sms_gateway(settings, clock, show_sms)
     embedded = None
     where = "the given client"

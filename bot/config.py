@@ -336,6 +336,73 @@ class TelegramSettings(_Section):
         return value
 
 
+_TEMPLATE_KEY = r"^[a-z_]+[0-9]+$"
+
+
+class WechatSettings(_Section):
+    """The WeChat Official Account (服务号) ``yibao run`` serves, when ``app_id`` is set."""
+
+    app_id: Annotated[str, Field(pattern=r"^wx[0-9a-f]{16}$")] | None = None
+    """The account's AppID (开发者ID), from the admin console: ``wx`` and 16 hex digits."""
+    app_secret: SecretStr | None = None
+    """The AppSecret (开发者密码)."""
+    app_secret_file: Path | None = None
+    token: SecretStr | None = None
+    """The Token entered beside the server URL in the admin console (3-32 letters and digits)."""
+    token_file: Path | None = None
+    encoding_aes_key: SecretStr | None = None
+    """The EncodingAESKey (43 characters) for safe mode (安全模式); empty: plaintext mode (明文模式)."""
+    encoding_aes_key_file: Path | None = None
+    api_base_url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")] = "https://api.weixin.qq.com"
+    """WeChat's API; tests point it at a loopback emulator."""
+    token_endpoint: Literal["stable_token", "token"] = "stable_token"  # noqa: S105 - an endpoint
+    """``stable_token`` (a token that another fetch does not void) or the older ``token``."""
+    callback_path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9_/-]*$")] = "/wechat"
+    reply_within_seconds: Annotated[float, Field(gt=0, le=4.5)] = 4.0
+    """An answer ready within this long goes back in the HTTP response (WeChat waits 5 s); a later
+    one as customer-service messages."""
+    send_rate: Annotated[float, Field(gt=0, le=1000)] = 50.0
+    """Customer-service and subscription messages per second, per instance."""
+    alert_template_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,128}$")] | None = None
+    """A subscription-message template (订阅通知) for alerts outside the 48-hour window; empty: none."""
+    alert_field_balance: Annotated[str, Field(pattern=_TEMPLATE_KEY)] = "amount1"
+    """The template's key that takes the balance ("¥32.63")."""
+    alert_field_threshold: Annotated[str, Field(pattern=_TEMPLATE_KEY)] = "amount2"
+    """The template's key that takes the alert amount."""
+    alert_field_time: Annotated[str, Field(pattern=_TEMPLATE_KEY)] = "time3"
+    """The template's key that takes the time of the figures ("2026-12-01 09:00")."""
+    alert_field_note: Annotated[str, Field(pattern=_TEMPLATE_KEY)] = "thing4"
+    """The template's key that takes a short note (cut to 20 characters for a ``thing`` key)."""
+    alert_template_long_term: bool = False
+    """The template is a long-term subscription (长期订阅): one acceptance lasts. Otherwise each
+    acceptance allows one message."""
+
+    @field_validator("token")
+    @classmethod
+    def _token_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9]{3,32}", value.get_secret_value()):
+            raise ValueError("must be 3 to 32 letters and digits (WeChat's rule)")
+        return value
+
+    @field_validator("encoding_aes_key")
+    @classmethod
+    def _aes_key_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value():
+            from platforms.tencent.crypto import parse_aes_key
+
+            parse_aes_key(value.get_secret_value())  # says what is wrong, never the key
+        return value or None
+
+    @model_validator(mode="after")
+    def _complete(self) -> WechatSettings:
+        if self.app_id is not None:
+            if self.app_secret is None and self.app_secret_file is None:
+                raise ValueError("wechat.app_id needs wechat.app_secret or app_secret_file")
+            if self.token is None and self.token_file is None:
+                raise ValueError("wechat.app_id needs wechat.token or token_file")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="YIBAO_",
@@ -355,6 +422,7 @@ class Settings(BaseSettings):
     console: ConsoleSettings = ConsoleSettings()
     http: HttpSettings = HttpSettings()
     telegram: TelegramSettings = TelegramSettings()
+    wechat: WechatSettings = WechatSettings()
 
     _deprecations: list[str] = PrivateAttr(default_factory=list)
 
@@ -459,7 +527,7 @@ def _problem(err: Any) -> ConfigProblem:
     return ConfigProblem(key, message)
 
 
-_SECRET_SECTIONS = frozenset({"redis", "security", "telegram", "insurance"})
+_SECRET_SECTIONS = frozenset({"redis", "security", "telegram", "insurance", "wechat"})
 
 
 def _is_secret_key(key: str) -> bool:
@@ -475,6 +543,9 @@ def _secret_file_problems(settings: Settings) -> list[ConfigProblem]:
         ("security.pii_key_file", settings.security.pii_key_file),
         ("telegram.token_file", settings.telegram.token_file),
         ("telegram.webhook_secret_file", settings.telegram.webhook_secret_file),
+        ("wechat.app_secret_file", settings.wechat.app_secret_file),
+        ("wechat.token_file", settings.wechat.token_file),
+        ("wechat.encoding_aes_key_file", settings.wechat.encoding_aes_key_file),
     ]
     files += [
         (f"insurance.platforms.{i}.secret_file", p.secret_file)

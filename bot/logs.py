@@ -3,10 +3,16 @@
 Yibao's own code logs only user keys and masked forms. The redacting filter sits on the handler, so
 it also covers third-party loggers and exception texts (a validation error quoting its input, say):
 anything shaped like a Resident ID number or a mainland mobile number is masked before it is written.
+
+WeChat's openids are the people's ids on a platform that guards them: a user key ``wx:<openid>`` is
+written as ``wx:#<keyed hash>`` (the same person, the same hash, in every instance's log, keyed with
+the operator's key so it cannot be reversed by trying openids), once ``build_runtime`` gave the key.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import re
 import sys
@@ -18,9 +24,22 @@ _ID = re.compile(r"(?<![0-9])[1-9]\d{16}[\dXx](?![0-9])")
 # also after +86 / 86 / 0086, the E.164 forms SMS gateways and their errors use
 _PHONE = re.compile(r"(?:(?<![0-9])|(?<=86))1[3-9]\d{9}(?![0-9])")
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_OPENID = re.compile(r"\bwx:([A-Za-z0-9_-]{6,64})")
+_pseudonym_key = b"not yet keyed"
+
+
+def pseudonymize_with(key: bytes) -> None:
+    """Key the hashes that stand for openids in log lines (the process's operator key)."""
+    global _pseudonym_key
+    _pseudonym_key = hmac.new(key, b"yibao log pseudonyms", hashlib.sha256).digest()
+
+
+def pseudonym(openid: str) -> str:
+    return hmac.new(_pseudonym_key, openid.encode(), hashlib.sha256).hexdigest()[:12]
 
 
 def redact(text: str) -> str:
+    text = _OPENID.sub(lambda m: "wx:#" + pseudonym(m.group(1)), text)
     text = _ID.sub(lambda m: mask_id_number(m.group()), text)
     return _PHONE.sub(lambda m: mask_phone(m.group()), text)
 

@@ -148,16 +148,21 @@ class BindingFlow(Turn):
         if until is not None:
             return self.locked_out(until)
         session = Session(state=State.BIND_NAME)
+        consent = self.t.gettext(
+            "Let's link your medical-insurance account. I need your real name and ID number to "
+            "find you on the insurance platform; the SMS code goes to the phone number the "
+            "platform has on file, not to one you type. Your ID number is stored encrypted, and "
+            "/unbind erases it at any time. By continuing you agree to this."
+        )
+        if self.user.partition(":")[0] in self.cfg.kept_in_history:
+            consent += "\n\n" + self.t.gettext(
+                "⚠️ This chat app does not let me delete your messages: the ID number you send stays in "
+                "this chat's history on your phone. Once you are bound, delete that message yourself "
+                "(press and hold it, then Delete)."
+            )
         return Outcome(
             replies=(
-                Reply(
-                    text=self.t.gettext(
-                        "Let's link your medical-insurance account. I need your real name and ID number to "
-                        "find you on the insurance platform; the SMS code goes to the phone number the "
-                        "platform has on file, not to one you type. Your ID number is stored encrypted, and "
-                        "/unbind erases it at any time. By continuing you agree to this."
-                    )
-                ),
+                Reply(text=consent),
                 self.prompt(session),
             ),
             session=session,

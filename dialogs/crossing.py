@@ -108,4 +108,10 @@ def alert_replies(t: Translator, facts: AlertFacts, tz: tzinfo) -> tuple[Reply, 
         Button(label=t.gettext("Balance"), payload="/balance"),
         Button(label=t.gettext("Turn the alert off"), payload="/alert off"),
     )
-    return (Reply(text="\n".join(lines), buttons=buttons),)
+    fields = (
+        ("balance", format_money(facts.balance)),
+        ("threshold", format_money(facts.threshold)),
+        ("time", stamp(facts.as_of)),
+        ("note", t.gettext("Below your alert amount")),
+    )
+    return (Reply(text="\n".join(lines), buttons=buttons, fields=fields),)

@@ -60,6 +60,9 @@ class Reply(_Frozen):
     can delete the user's message should do so."""
     deleted_note: str = ""
     """What to tell the user if the platform did delete it (empty: delete silently)."""
+    fields: tuple[tuple[str, str], ...] = ()
+    """The message's facts by name, for platforms that send a template with fields rather than the
+    text (WeChat's subscription messages): an alert's ``balance``, ``threshold``, ``time``, ``note``."""
     erased: bool = False
     """This reply tells the user that everything kept about them was erased (``/unbind``, once the
     store has done it): a platform that keeps anything of the user's itself (the console's chart

@@ -285,10 +285,17 @@ class Undeliverable(Exception):
     chat is gone): the message is dropped, not retried."""
 
 
+class Held(Exception):
+    """The chat platform cannot deliver this now and has kept it to give the user with their next
+    answer (WeChat, outside the customer-service window, with no subscription message accepted): it
+    counts as told, and is recorded as ``deferred``."""
+
+
 class Outlet(Protocol):
     """Where unprompted messages for a user go (the chat platform that user talks on)."""
 
     async def deliver(self, user: UserKey, replies: tuple[Reply, ...]) -> None:
         """Returns once the platform confirmed the message. Raises ``Undeliverable`` when it never
-        will; any other exception means "not now", and the message is tried again later."""
+        will, ``Held`` when the platform keeps it for the user's next message; any other exception
+        means "not now", and the message is tried again later."""
         ...

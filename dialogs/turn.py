@@ -123,6 +123,9 @@ class DialogSettings:
     balance_cache_seconds: int = 60
     history_page: int = 10
     history_max: int = 50
+    kept_in_history: frozenset[str] = frozenset({"wx"})
+    """Chat platforms (user-key prefixes) where Yibao cannot delete the user's messages: the bind
+    consent says the ID number stays in the chat history, and how to delete it there."""
 
 
 class Services(Protocol):

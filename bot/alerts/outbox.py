@@ -49,7 +49,7 @@ from bot.storage.streams import Entry, GroupReader
 from dialogs.crossing import AlertFacts, Spend, alert_replies
 from dialogs.i18n import Catalogs
 from dialogs.models import UserKey
-from dialogs.ports import Clock, InsurancePort, InsuranceProblem, Outlet, Undeliverable
+from dialogs.ports import Clock, Held, InsurancePort, InsuranceProblem, Outlet, Undeliverable
 
 log = logging.getLogger(__name__)
 
@@ -358,6 +358,13 @@ class Sender:
             await self._drop(entry_id, user, token, "undeliverable", whose=whose)
             report.dropped += 1
             return
+        except Held:
+            # The platform keeps it for the user's next message (WeChat outside the window): this
+            # crossing is told (recorded like a send, so it is not queued again), and it is
+            # recorded as deferred, not sent.
+            await self._record_sent(entry_id, user, token, whose, deferred=True)
+            report.deferred += 1
+            return
         except Exception as e:  # not now: the entry stays pending and is taken over later
             await self._unclaim(keys=[self.keys.user(user, UserKind.SENDING)], args=[whose])
             log.warning("alert for %s not sent (%s); will try again", user, type(e).__name__)
@@ -396,7 +403,9 @@ class Sender:
             if not kept:  # taken over, or just recorded by us (this renewal crossed the record)
                 lost.set()
 
-    async def _record_sent(self, entry_id: bytes, user: UserKey, token: str, whose: str) -> None:
+    async def _record_sent(
+        self, entry_id: bytes, user: UserKey, token: str, whose: str, *, deferred: bool = False
+    ) -> None:
         """Delivered: say so in Redis, trying until it is heard, however long Redis is away. The
         claim is renewed meanwhile (``_keep``), so no other sender sends the alert again."""
         delay = 0.05
@@ -409,6 +418,8 @@ class Sender:
                 client=pipe,
             )
             self.reader.done(pipe, entry_id)
+            if deferred:
+                self._note_not_sent(pipe, user, token, "deferred")
             try:
                 await pipe.execute()
                 break
@@ -423,7 +434,9 @@ class Sender:
                     )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._record_retry_max)
-        if failed_at is None:
+        if deferred:
+            log.info("alert for %s deferred to their next message (crossing %s)", user, token)
+        elif failed_at is None:
             log.info("alert sent to %s (crossing %s)", user, token)
         else:
             log.warning(
@@ -456,16 +469,21 @@ class Sender:
         self.reader.done(pipe, entry_id)
         await pipe.execute()
 
-    async def _drop(
-        self, entry_id: bytes, user: str, token: str, reason: str, *, whose: str | None = None
-    ) -> None:
-        pipe = self.redis.pipeline(transaction=False)
+    def _note_not_sent(self, pipe: Pipeline, user: str, token: str, reason: str) -> None:
+        """A record in the capped ``dropped`` stream: an alert not sent, and why (``deferred``:
+        held by the platform for the user's next message)."""
         pipe.xadd(
             self.keys.outbox_dropped(),
             {"user": user, "token": token, "reason": reason, "at": str(int(time.time()))},
             maxlen=DROPPED_KEEP,
             approximate=True,
         )
+
+    async def _drop(
+        self, entry_id: bytes, user: str, token: str, reason: str, *, whose: str | None = None
+    ) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        self._note_not_sent(pipe, user, token, reason)
         if whose is not None and user:
             await self._unclaim(
                 keys=[self.keys.user(UserKey(user), UserKind.SENDING)], args=[whose], client=pipe

@@ -1,7 +1,8 @@
 """``yibao``: the command line.
 
-``yibao chat`` talks to Yibao in the terminal; ``yibao run`` runs it on Telegram; ``yibao worker``
-runs only the alert checks and sender; ``yibao config check`` validates a config file;
+``yibao chat`` talks to Yibao in the terminal; ``yibao run`` runs it on Telegram and WeChat; ``yibao
+worker`` runs only the alert checks and sender; ``yibao config check`` validates a config file;
+``yibao wechat menu`` sets the official account's custom menu;
 ``yibao sandbox ...`` lists the sandbox's fictional people, serves the sandbox over HTTP and changes a
 running one (:mod:`bot.cli.sandbox`).
 """
@@ -65,6 +66,14 @@ def _parser() -> argparse.ArgumentParser:
         "check", parents=[common], help="validate a config file; exit 2 naming each bad key"
     )
     check.add_argument("path", nargs="?", help="the file (default: as --config)")
+
+    wechat = sub.add_parser("wechat", help="work with the WeChat Official Account")
+    wechat_sub = wechat.add_subparsers(dest="wechat_command", required=True, metavar="ACTION")
+    wechat_sub.add_parser(
+        "menu",
+        parents=[common],
+        help="set the account's custom menu (balance, payments, alerts, help) in Chinese and English",
+    )
 
     sandbox.add_parser(sub)
     return p
@@ -185,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_run(settings)
     if args.command == "worker":
         return cmd_worker(settings)
+    if args.command == "wechat":
+        return cmd_wechat_menu(settings)
     return cmd_chat(settings, args.lang)
 
 
@@ -202,6 +213,14 @@ def cmd_worker(settings: Settings) -> int:
 
     setup_logging(settings.logging.level, settings.logging.file)
     return _run_async(work(settings))
+
+
+def cmd_wechat_menu(settings: Settings) -> int:
+    from bot.cli.run import set_wechat_menu
+    from bot.logs import setup_logging
+
+    setup_logging(settings.logging.level, settings.logging.file)
+    return _run_async(set_wechat_menu(settings))
 
 
 if __name__ == "__main__":  # pragma: no cover

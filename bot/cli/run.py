@@ -1,7 +1,8 @@
-"""``yibao run``: the bot on Telegram (``telegram.engine``: aiogram or python-telegram-bot), polling or
-behind a webhook (a route on the process's one HTTP server, ``bot.http``, at ``[http]``
-``listen_host:listen_port``), with the alert work beside it, in one process; ``yibao worker``: the
-alert work alone (checks, and sending on Telegram).
+"""``yibao run``: the bot on every configured chat platform, in one process: Telegram
+(``telegram.engine``: aiogram or python-telegram-bot; polling, or a webhook) and a WeChat Official
+Account (its callback), the routes of both on the process's one HTTP server (``bot.http``, at
+``[http]`` ``listen_host:listen_port``), with the alert work beside them; ``yibao worker``: the alert
+work alone (checks, and sending on every configured platform).
 
 SIGTERM or SIGINT: stop taking updates, finish the ones in flight (and the alert work in hand),
 close Redis and the platforms' connections, return (exit 0).
@@ -23,6 +24,10 @@ from platforms.telegram.core import TelegramStartError
 from platforms.telegram.engines import build_engine
 from platforms.telegram.options import Engine, TelegramOptions
 from platforms.telegram.webhook import webhook_routes
+from platforms.wechat.api import WechatError, WechatUnavailable
+from platforms.wechat.callback import callback_routes
+from platforms.wechat.core import WechatCore
+from platforms.wechat.menu import conditional_menu, menu
 
 log = logging.getLogger(__name__)
 
@@ -48,46 +53,67 @@ def telegram_options(settings: Settings, *, required: bool = True) -> TelegramOp
 
 
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
-    """Serve until ``stop`` is set (or SIGTERM/SIGINT arrive)."""
+    """Serve every configured chat platform (Telegram with ``telegram.token``, WeChat with
+    ``wechat.app_id``) in this one process, on one HTTP port where any needs it, until ``stop`` is set
+    (or SIGTERM/SIGINT arrive)."""
     started = time.monotonic()
-    options = telegram_options(settings)
-    assert options is not None
+    options = telegram_options(settings, required=False)
+    wechat = settings.wechat.app_id is not None
+    if options is None and not wechat:
+        raise StartupError(
+            "yibao run needs a chat platform: telegram.token (or telegram.token_file, or "
+            "YIBAO_TELEGRAM__TOKEN), or wechat.app_id with its secret and token"
+        )
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     runtime = await build_runtime(settings, stop=stop)
     tg = settings.telegram
-    core = runtime.telegram_core()
     engine: Engine | None = None
+    wx: WechatCore | None = None
     http: HttpServer | None = None
     alerts: asyncio.Task[None] | None = None
+    outlets: dict[str, Outlet] = {}
+    serving: list[str] = []
     try:
-        engine = build_engine(tg.engine, core, options)
-        await engine.initialize()
-        try:
-            await core.set_commands()
-        except Exception as e:  # the token worked, so Telegram is there: say what failed, not a traceback
-            raise StartupError(f"Telegram: setMyCommands failed ({type(e).__name__})") from None
-        await engine.start()
-        if tg.mode == "polling":
-            await engine.start_polling()
-        else:
-            secret = read_secret(tg.webhook_secret, tg.webhook_secret_file)
-            assert secret is not None  # the settings model requires it
-            assert tg.webhook_url is not None
+        routes = []
+        webhook_secret: str | None = None
+        if options is not None:
+            core = runtime.telegram_core()
+            engine = build_engine(tg.engine, core, options)
+            await engine.initialize()
+            try:
+                await core.set_commands()
+            except Exception as e:  # the token worked, so Telegram is there: say what failed, not a traceback
+                raise StartupError(f"Telegram: setMyCommands failed ({type(e).__name__})") from None
+            await engine.start()
+            outlets[core.platform] = core
+            if tg.mode == "polling":
+                await engine.start_polling()
+            else:
+                secret = read_secret(tg.webhook_secret, tg.webhook_secret_file)
+                assert secret is not None  # the settings model requires it
+                webhook_secret = secret.get_secret_value()
+                routes += webhook_routes(engine, path=tg.webhook_path, secret=webhook_secret)
+            serving.append(f"Telegram by {tg.mode} on {engine.name}")
+        if wechat:
+            wx, guard = runtime.wechat_core()
+            await _check_wechat(wx)
+            routes += callback_routes(wx, guard, path=settings.wechat.callback_path)
+            outlets[wx.platform] = wx
+            mode = "safe mode" if guard.crypto is not None else "plaintext mode"
+            serving.append(f"WeChat on {settings.wechat.callback_path} ({mode})")
+        if routes:
             http = HttpServer(host=settings.http.listen_host, port=settings.http.listen_port)
-            http.mount(webhook_routes(engine, path=tg.webhook_path, secret=secret.get_secret_value()))
+            http.mount(routes)
             await http.start()
-            await engine.register_webhook(tg.webhook_url, secret.get_secret_value())
+        if engine is not None and webhook_secret is not None:
+            assert tg.webhook_url is not None
+            await engine.register_webhook(tg.webhook_url, webhook_secret)
         if settings.alerts.enabled:
-            alerts = asyncio.create_task(runtime.alert_worker({core.platform: core}).run(stop))
-        log.info(
-            "serving Telegram by %s on %s, %.2f s after start",
-            tg.mode,
-            engine.name,
-            time.monotonic() - started,
-        )
+            alerts = asyncio.create_task(runtime.alert_worker(outlets).run(stop))
+        log.info("serving %s, %.2f s after start", "; ".join(serving), time.monotonic() - started)
         await stop.wait()
         log.info("stopping: no new updates; finishing the ones in flight")
     except TelegramStartError as e:
@@ -100,10 +126,26 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             await http.stop()
         if engine is not None:
             await engine.stop()
+        if wx is not None:
+            await wx.aclose()
         await runtime.aclose()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         log.info("stopped")
+
+
+async def _check_wechat(wx: WechatCore) -> None:
+    """A token at start: wrong credentials are said at once, not at the first message."""
+    try:
+        await wx.api.access_token()
+    except WechatError as e:
+        await wx.aclose()
+        raise StartupError(
+            f"WeChat refused the app id and secret ({e.errcode}); check wechat.app_id and wechat.app_secret"
+        ) from None
+    except WechatUnavailable as e:
+        await wx.aclose()
+        raise StartupError(f"WeChat's API at wechat.api_base_url cannot be reached ({e})") from None
 
 
 async def _no_sms(masked_to: str, text: str) -> None:
@@ -120,10 +162,15 @@ async def work(settings: Settings, *, stop: asyncio.Event | None = None) -> None
     options = telegram_options(settings, required=False)
     runtime = await build_runtime(settings, show_sms=_no_sms, stop=stop)
     engine: Engine | None = None
+    wx: WechatCore | None = None
     try:
         outlets: dict[str, Outlet] = {}
+        if settings.wechat.app_id is not None:
+            wx, _guard = runtime.wechat_core()
+            await _check_wechat(wx)
+            outlets[wx.platform] = wx
         if options is None:
-            log.warning("no telegram.token: checking only; alerts for Telegram users wait in the outbox")
+            log.warning("no telegram.token: alerts for Telegram users wait in the outbox")
         else:
             core = runtime.telegram_core()
             # Sends only: no updates are taken here.
@@ -137,7 +184,32 @@ async def work(settings: Settings, *, stop: asyncio.Event | None = None) -> None
     finally:
         if engine is not None:
             await engine.close()
+        if wx is not None:
+            await wx.aclose()
         await runtime.aclose()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         log.info("stopped")
+
+
+async def set_wechat_menu(settings: Settings) -> None:
+    """``yibao wechat menu``: the account's custom menu in the default language, and one for WeChat
+    clients in the other (``menu/addconditional``, matched on the client's language)."""
+    if settings.wechat.app_id is None:
+        raise StartupError("yibao wechat menu needs wechat.app_id, wechat.app_secret and wechat.token")
+    runtime = await build_runtime(settings, show_sms=_no_sms)
+    wx, _guard = runtime.wechat_core()
+    try:
+        await _check_wechat(wx)
+        catalogs = runtime.conversation.catalogs
+        default = settings.general.default_locale
+        other, language = ("en", "en") if default == "zh" else ("zh", "zh_CN")
+        try:
+            await wx.api.create_menu(menu(catalogs.get(default)))
+            await wx.api.add_conditional_menu(conditional_menu(catalogs.get(other), language))
+        except (WechatError, WechatUnavailable) as e:
+            raise StartupError(f"WeChat did not take the menu ({e})") from None
+        print(f"menu set: {default} for everyone, {other} for WeChat in {language}")
+    finally:
+        await wx.aclose()
+        await runtime.aclose()

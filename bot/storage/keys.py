@@ -33,6 +33,10 @@ class UserKind(StrEnum):
     """The claim of the one sender sending the user's alert ("<token> <sender> <nonce>"). No expiry on
     purpose: a delivery not yet recorded must hold it however long Redis is away; it ends with the
     record, a drop, a take-over from a stopped sender, or /unbind (``bot.alerts.outbox``)."""
+    CHANNEL = "channel"
+    """What the user's chat platform needs kept about them, shared by every instance (a hash; WeChat:
+    the customer-service window, the choices last offered, accepted subscription messages, an alert
+    held for their next message; ``bot.storage.wechat``)."""
 
 
 USER_KINDS = tuple(UserKind)
@@ -76,6 +80,18 @@ class Keys:
     def outbox_dropped(self) -> str:
         """Stream (capped) of alerts that were not sent, and why: the record an operator can read."""
         return f"{self.prefix}:{{outbox}}:dropped"
+
+    def wechat_seen(self, digest: str) -> str:
+        """A WeChat callback (its message id, or a nonce) seen lately, by its hash (expires)."""
+        return f"{self.prefix}:wx:seen:{digest}"
+
+    def wechat_token(self, app_id: str) -> str:
+        """The official account's access_token and its expiry (JSON), shared by every instance."""
+        return f"{self.prefix}:wx:{{{app_id}}}:token"
+
+    def wechat_token_lock(self, app_id: str) -> str:
+        """Held by the one instance fetching the next access_token (expires)."""
+        return f"{self.prefix}:wx:{{{app_id}}}:token:lock"
 
     def phone_sends(self, phone_digest: str) -> str:
         """SMS codes sent to one phone in the last hour, keyed by the phone's keyed hash."""

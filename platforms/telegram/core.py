@@ -20,20 +20,19 @@ calls ``TelegramCore`` asks for through the ``BotCalls`` it implements, raising 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from dialogs.i18n import Catalogs
 from dialogs.models import Button, Inbound, Reply, UserKey
 from dialogs.ports import Undeliverable
+from platforms.sequencer import Sequencer
 from platforms.telegram.render import CAPTION_LIMIT, as_html, split_text
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 Handler = Callable[[Inbound], Awaitable[Sequence[Reply]]]
 Unreachable = Callable[[UserKey], Awaitable[None]]
 
@@ -112,49 +111,6 @@ class BotCalls(Protocol):
     async def clear_buttons(self, chat_id: int, message_id: int) -> None: ...
 
     async def set_commands(self, commands: Sequence[tuple[str, str]], language_code: str | None) -> None: ...
-
-
-# -- one user's updates in order ---------------------------------------------------------------------
-
-
-class Sequencer:
-    """Runs jobs of one key one after the other, in the order ``run`` was called, and jobs of
-    different keys at once, at most ``limit`` running. A job takes its place in its key's line in
-    the same step as ``run`` is called (before any await), so the order is the order of arrival."""
-
-    def __init__(self, limit: int) -> None:
-        self._tails: dict[str, asyncio.Future[None]] = {}
-        self._slots = asyncio.Semaphore(limit)
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._running = 0
-
-    @property
-    def in_flight(self) -> int:
-        return self._running
-
-    async def run(self, key: str, job: Callable[[], Awaitable[T]]) -> T:
-        previous = self._tails.get(key)
-        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._tails[key] = mine
-        self._running += 1
-        self._idle.clear()
-        try:
-            if previous is not None:
-                await asyncio.shield(previous)  # never raises: it is always resolved with None
-            async with self._slots:
-                return await job()
-        finally:
-            mine.set_result(None)
-            if self._tails.get(key) is mine:
-                del self._tails[key]
-            self._running -= 1
-            if not self._running:
-                self._idle.set()
-
-    async def drained(self) -> None:
-        """Returns when no job is queued or running."""
-        await self._idle.wait()
 
 
 def update_user(data: object) -> int | None:

@@ -332,3 +332,34 @@ def test_a_malformed_pii_key_is_a_config_problem(tmp_path: Path, monkeypatch: py
     assert problem.key == "security.pii_key"
     assert "32 bytes" in problem.message or "base64" in problem.message
     assert "CHANGE-ME" not in problem.message
+
+
+def test_the_wechat_section_is_checked_without_echoing_its_secrets(tmp_path: Path) -> None:
+    aes_secret = "Aes-Secret-DoNotPrint-0123456789abcdefghijklm"  # 45 characters: not a key
+    path = write(
+        tmp_path / "wx.toml",
+        f'[wechat]\napp_id = "wx0123456789abcdef"\ntoken = "ab"\nencoding_aes_key = "{aes_secret}"\n'
+        'alert_field_note = "Thing"\n',
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    problems = {p.key: p.message for p in caught.value.problems}
+    assert set(problems) == {"wechat.token", "wechat.encoding_aes_key", "wechat.alert_field_note"}
+    assert "3 to 32" in problems["wechat.token"]
+    assert "43 characters" in problems["wechat.encoding_aes_key"]
+    assert aes_secret not in str(caught.value)
+
+
+def test_a_wechat_app_needs_its_secret_and_token(tmp_path: Path) -> None:
+    path = write(tmp_path / "wx.toml", '[wechat]\napp_id = "wx0123456789abcdef"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert "app_secret" in str(caught.value)
+    ok = write(
+        tmp_path / "ok.toml",
+        '[wechat]\napp_id = "wx0123456789abcdef"\napp_secret = "s"\ntoken = "yibao2026"\n'
+        'encoding_aes_key = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"\n',
+    )
+    settings, _ = load_settings(ok)
+    assert settings.wechat.encoding_aes_key is not None
+    assert main(["config", "check", str(ok)]) == 0

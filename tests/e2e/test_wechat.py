@@ -1,0 +1,407 @@
+"""Yibao on a WeChat Official Account as its users and operators meet it: ``yibao run`` as a real
+process, its callback called by the WeChat emulator over real HTTP on loopback (signed, and in safe
+mode encrypted, with WeChat's retries), its API calls answered by the emulator with WeChat's rules
+(tokens that expire, the 48-hour window, subscription messages)."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from chat_process import clean_env, demo, free_port, yibao_command
+from wechat_emulator import WechatEmulator, WxUser
+
+from bot.crypto.pii import new_key_text
+
+AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+TEMPLATE = "TPL_low_balance"
+TWO_PLATFORMS = json.dumps(
+    [
+        {"name": "sandbox", "label": "Sandbox 沙箱"},
+        {"name": "beijing", "label": "北京医保", "regions": ["11"]},
+    ]
+)
+
+
+@dataclass
+class Bot:
+    process: subprocess.Popen[str]
+    log: Path
+    sms: Path
+    port: int
+
+    def code_for(self, phone: str, after: int = 0, timeout: float = 10.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.sms.exists():
+                lines = [json.loads(line) for line in self.sms.read_text(encoding="utf-8").splitlines()]
+                mine = [line for line in lines[after:] if line["to"] == phone]
+                if mine:
+                    return re.search(r"\b(\d{6})\b", mine[-1]["text"])[1]  # type: ignore[index]
+            time.sleep(0.05)
+        raise AssertionError(f"no SMS to {phone[:3]}****")
+
+    def sms_count(self) -> int:
+        return len(self.sms.read_text(encoding="utf-8").splitlines()) if self.sms.exists() else 0
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=20)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+
+
+BotFactory = Callable[..., Bot]
+
+
+@pytest.fixture(params=["plaintext", "safe"])
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def emulator(mode: str) -> Iterator[WechatEmulator]:
+    with WechatEmulator(encoding_aes_key=AES_KEY if mode == "safe" else None) as emu:
+        yield emu
+
+
+@pytest.fixture
+def start_bot(tmp_path: Path, redis_url: str, emulator: WechatEmulator, mode: str) -> Iterator[BotFactory]:
+    bots: list[Bot] = []
+    key = new_key_text()
+    prefix = f"wxe2e-{mode}"
+
+    def start(name: str = "a", **env: str) -> Bot:
+        log = tmp_path / f"bot-{name}.log"
+        sms = tmp_path / "sms.jsonl"
+        port = free_port()
+        settings = {
+            "YIBAO_WECHAT__APP_ID": emulator.app_id,
+            "YIBAO_WECHAT__APP_SECRET": emulator.app_secret,
+            "YIBAO_WECHAT__TOKEN": emulator.token,
+            "YIBAO_WECHAT__API_BASE_URL": emulator.url,
+            "YIBAO_WECHAT__ALERT_TEMPLATE_ID": TEMPLATE,
+            "YIBAO_HTTP__LISTEN_PORT": str(port),
+            "YIBAO_REDIS__URL": redis_url,
+            "YIBAO_REDIS__PREFIX": prefix,
+            "YIBAO_SECURITY__PII_KEY": key,
+            "YIBAO_SMS__GATEWAY": "file",
+            "YIBAO_SMS__FILE_PATH": str(sms),
+            "YIBAO_GENERAL__DATA_DIR": str(tmp_path / f"data-{name}"),
+            "YIBAO_LOGGING__FILE": str(log),
+            "YIBAO_LOGGING__LEVEL": "DEBUG",
+            "YIBAO_INSURANCE__BALANCE_CACHE_SECONDS": "0",
+            "YIBAO_ALERTS__QUIET_HOURS": "",
+            "YIBAO_ALERTS__POLL_SECONDS": "0.2",
+            **({"YIBAO_WECHAT__ENCODING_AES_KEY": AES_KEY} if mode == "safe" else {}),
+            **env,
+        }
+        process = subprocess.Popen(
+            [*yibao_command(), "run"],
+            cwd=tmp_path,
+            env=clean_env(**settings),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        bot = Bot(process, log, sms, port)
+        bots.append(bot)
+        deadline = time.monotonic() + 30
+        while "serving WeChat" not in (log.read_text() if log.exists() else ""):
+            if process.poll() is not None:
+                pytest.fail(f"yibao run exited {process.returncode}: {process.communicate()}")
+            assert time.monotonic() < deadline, "yibao run did not start"
+            time.sleep(0.05)
+        emulator.callback_url = f"http://127.0.0.1:{port}/wechat"
+        return bot
+
+    yield start
+    for bot in bots:
+        bot.stop()
+
+
+@pytest.fixture
+def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    client.flushall()
+    yield client
+    client.close()
+
+
+def bind(user: WxUser, bot: Bot, scenario: str, *, zh: bool) -> None:
+    """The whole bind, the platform chosen by a click on a menu message."""
+    who = demo(scenario)
+    consent = user.converse("/bind", "第 1 步" if zh else "Step 1 of")
+    assert ("聊天记录" if zh else "stays in this chat's history") in consent.text  # WeChat cannot delete it
+    user.converse(who.name, "第 2 步" if zh else "Step 2 of")
+    before = len(user.inbox)
+    user.says(who.id_number)
+    choice = user.wait_for("北京医保", after=before)
+    assert choice.kind == "msgmenu"  # clickable choices, through the customer-service API
+    sent = bot.sms_count()
+    before = len(user.inbox)
+    user.chooses("Sandbox")
+    user.wait_for("短信" if zh else "SMS", after=before)
+    before = len(user.inbox)
+    user.says(bot.code_for(who.phone, after=sent))
+    user.wait_for("已绑定" if zh else "Your account is bound", after=before)
+
+
+def test_the_whole_conversation_in_chinese_and_english(
+    emulator: WechatEmulator, start_bot: BotFactory, sync_redis: redis.Redis
+) -> None:
+    bot = start_bot(YIBAO_INSURANCE__PLATFORMS=TWO_PLATFORMS)
+
+    zh = emulator.user()
+    welcome = zh.follows().passive
+    assert welcome is not None
+    assert "医保" in welcome.text
+    bind(zh, bot, "normal", zh=True)
+    assert "个人账户：¥" in zh.converse("/balance", "个人账户").text
+    assert "个人账户：¥" in zh.converse("我的医保还剩多少?", "个人账户").text
+    before = len(zh.inbox)
+    zh.clicks_menu("YIBAO_HISTORY")  # the account's menu: 消费记录
+    zh.wait_for("¥", after=before)
+    assert "¥100.00" in zh.converse("/alert 100", "¥100.00").text
+    before = len(zh.inbox)
+    zh.says("/unbind")
+    question = zh.wait_for("确定吗", after=before)
+    assert question.kind == "msgmenu"
+    before = len(zh.inbox)
+    zh.chooses("确认解绑")
+    zh.wait_for("已删除", after=before)
+
+    en = emulator.user()
+    en.follows()
+    en.converse("/lang en", "English")
+    bind(en, bot, "low_balance", zh=False)
+    assert "Personal account (个人账户): ¥32.63" in en.converse("how much is left?", "Personal account").text
+    # The numbered answer works as well as a click, in a passive reply when the window is full.
+    before = len(en.inbox)
+    en.says("/unbind")
+    en.wait_for("Are you sure", after=before)
+    before = len(en.inbox)
+    en.says("1")
+    en.wait_for("erased", after=before)
+
+    assert sync_redis.keys(f"*wx:{zh.openid}*") == []
+    assert sync_redis.keys(f"*wx:{en.openid}*") == []
+    assert bot.stop() == 0
+    log = bot.log.read_text(encoding="utf-8")
+    for who in (demo("normal"), demo("low_balance")):
+        assert who.id_number not in log
+        assert who.phone not in log
+        assert who.name not in log
+    for line in bot.sms.read_text(encoding="utf-8").splitlines():
+        code = re.search(r"\b(\d{6})\b", json.loads(line)["text"])[1]  # type: ignore[index]
+        assert code not in log
+    assert "我的医保还剩多少" not in log
+    assert zh.openid not in log  # openids are written as keyed hashes
+    assert en.openid not in log
+    assert "wx:#" in log
+
+
+def test_a_wrong_signature_and_a_replayed_nonce_are_refused(
+    emulator: WechatEmulator, start_bot: BotFactory, mode: str
+) -> None:
+    start_bot()
+    user = emulator.user()
+    user.following = True
+    inner = (
+        f"<xml><ToUserName><![CDATA[{emulator.account}]]></ToUserName>"
+        f"<FromUserName><![CDATA[{user.openid}]]></FromUserName><CreateTime>{int(time.time())}</CreateTime>"
+        "<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[/help]]></Content><MsgId>77</MsgId></xml>"
+    ).encode()
+    forged = emulator.deliver_raw(inner, signature="0" * 40)
+    assert forged.statuses == [403]
+    stamp, nonce = str(int(time.time())), "1234567"
+    first = emulator.deliver_raw(inner, nonce=nonce, timestamp=stamp)
+    assert first.statuses == [200]
+    again = emulator.deliver_raw(inner.replace(b"<MsgId>77", b"<MsgId>78"), nonce=nonce, timestamp=stamp)
+    assert again.statuses == [403]  # the same nonce again: a replay, whatever it carries
+    old = emulator.deliver_raw(
+        inner.replace(b"<MsgId>77", b"<MsgId>79"), timestamp=str(int(time.time()) - 400)
+    )
+    assert old.statuses == [403]
+    assert len(user.inbox) == 1  # only the one genuine message was answered
+    # The URL check of the admin console: echostr only for a good signature.
+    url = emulator.callback_url
+    stamp = str(int(time.time()))
+    from wechat_emulator import _sha1
+
+    good = httpx.get(
+        url,
+        params={
+            "signature": _sha1(emulator.token, stamp, "42"),
+            "timestamp": stamp,
+            "nonce": "42",
+            "echostr": "e1",
+        },
+    )
+    assert (good.status_code, good.text) == (200, "e1")
+    bad = httpx.get(url, params={"signature": "x" * 40, "timestamp": stamp, "nonce": "43", "echostr": "e2"})
+    assert bad.status_code == 403
+    assert "e2" not in bad.text
+    del mode
+
+
+def test_a_retried_callback_is_handled_once(
+    emulator: WechatEmulator, start_bot: BotFactory, sync_redis: redis.Redis
+) -> None:
+    """WeChat gives up on an answer after 5 s and sends the message again: the bot answers the first
+    when it is ready (as a customer-service message) and does not handle the repeats."""
+    bot = start_bot(YIBAO_WECHAT__REPLY_WITHIN_SECONDS="0.5")
+    user = emulator.user()
+    user.follows()
+    emulator.timeout = 1.0  # WeChat's 5 s and the bot's 4 s, shortened
+    before = bot.sms_count()
+    sync_redis.execute_command("CLIENT", "PAUSE", "1500", "ALL")  # the bot cannot answer in time
+    first = user.says("/bind")
+    assert first.statuses == [0, 200]  # no answer in time: sent again, and the repeat answered at once
+    emulator.timeout = 5.0
+    user.wait_for("第 1 步")
+    time.sleep(1.0)
+    shown = [m for m in user.inbox if "第 1 步" in m.text]
+    assert len(shown) == 1, user.describe()
+    assert bot.sms_count() == before
+
+
+def test_an_expired_token_is_refreshed_and_two_instances_share_one(
+    emulator: WechatEmulator, start_bot: BotFactory, sync_redis: redis.Redis
+) -> None:
+    a = start_bot("a")
+    start_bot("b")
+    fetched = emulator.token_fetches
+    assert fetched == 1  # the second instance took the token the first one keeps in Redis
+    user = emulator.user()
+    user.follows()
+    emulator.callback_url = f"http://127.0.0.1:{a.port}/wechat"
+    emulator.expire_tokens()
+    # The code step's "send a new code" is a menu message: it needs the API, and the token expired.
+    bind_one(user, a)
+    assert emulator.token_fetches == fetched + 1
+    emulator.void_tokens()
+    emulator.fail_next("/cgi-bin/message/custom/send", -1)  # and WeChat is busy once: retried
+    before = len(user.inbox)
+    user.says("/history")  # ten payments and "More ▸": a menu message
+    more = user.wait_for("更多", after=before)
+    assert more.kind == "msgmenu"
+    assert emulator.token_fetches == fetched + 2
+
+
+def test_an_xml_bomb_and_junk_are_answered_success_and_nothing_breaks(
+    emulator: WechatEmulator, start_bot: BotFactory
+) -> None:
+    bot = start_bot()
+    bomb = (
+        b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">'
+        b'<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;">]><xml><Content>&lol3;</Content></xml>'
+    )
+    for body in (bomb, b"<xml><unclosed>", b"\x00\xff not xml", b"<other/>"):
+        record = emulator.deliver_raw(body)
+        assert record.statuses == [200]
+    user = emulator.user()
+    user.follows()
+    reply = user.sends_image().passive
+    assert reply is not None
+    assert "文字" in reply.text
+    assert user.converse("/help", "/balance").via == "passive"
+    log = bot.log.read_text(encoding="utf-8")
+    assert "forbidden" in log
+    assert "malformed" in log
+
+
+def test_alerts_inside_and_outside_the_window_and_deferred(
+    emulator: WechatEmulator, start_bot: BotFactory, sync_redis: redis.Redis
+) -> None:
+    bot = start_bot()
+    inside, outside, nothing = emulator.user(), emulator.user(), emulator.user()
+    for user in (inside, outside, nothing):
+        user.follows()
+        bind_one(user, bot)
+    outside.accepts(TEMPLATE)
+
+    # Inside the window: a menu message with the alert and its two options.
+    before = len(inside.inbox)
+    inside.says("/alert 50")
+    alert = inside.wait_for("🔔", after=before, timeout=20)
+    assert alert.kind == "msgmenu"
+    assert [c for _, c in alert.options] == ["查余额", "关闭提醒"]
+
+    # Outside the window (the user last wrote 49 hours ago): the subscription message they accepted.
+    outside.says("/alert 50")
+    nothing.says("/alert 50")
+    emulator.advance(49 * 3600)
+    before = len(outside.inbox)
+    note = outside.wait_for("¥32.63", after=before, timeout=20)
+    assert note.via == "subscription"
+    assert note.data["amount2"] == "¥50.00"
+    # Accepted nothing: held, recorded as deferred, and given with their next answer.
+    deadline = time.monotonic() + 20
+    dropped: list[dict[bytes, bytes]] = []
+    while time.monotonic() < deadline:
+        dropped = [f for _, f in sync_redis.xrange("wxe2e-plaintext:{outbox}:dropped")]
+        dropped += [f for _, f in sync_redis.xrange("wxe2e-safe:{outbox}:dropped")]
+        if any(f[b"reason"] == b"deferred" for f in dropped):
+            break
+        time.sleep(0.1)
+    assert [f[b"user"].decode() for f in dropped if f[b"reason"] == b"deferred"] == [f"wx:{nothing.openid}"]
+    assert not any("🔔" in m.text for m in nothing.inbox[-1:])
+    later = nothing.converse("/balance", "🔔")
+    assert later.via == "passive"
+    assert "您不在时" in later.text
+    assert "个人账户" in later.text
+
+
+def bind_one(user: WxUser, bot: Bot) -> None:
+    """The low-balance person bound on the one sandbox platform (no choice to make)."""
+    who = demo("low_balance")
+    user.converse("/bind", "第 1 步")
+    user.converse(who.name, "第 2 步")
+    sent = bot.sms_count()
+    user.converse(who.id_number, "短信")
+    before = len(user.inbox)
+    user.says(bot.code_for(who.phone, after=sent))
+    user.wait_for("已绑定", after=before)
+
+
+def test_yibao_wechat_menu_sets_the_account_menu(
+    emulator: WechatEmulator, tmp_path: Path, redis_url: str
+) -> None:
+    env = clean_env(
+        YIBAO_WECHAT__APP_ID=emulator.app_id,
+        YIBAO_WECHAT__APP_SECRET=emulator.app_secret,
+        YIBAO_WECHAT__TOKEN=emulator.token,
+        YIBAO_WECHAT__API_BASE_URL=emulator.url,
+        YIBAO_REDIS__URL=redis_url,
+        YIBAO_REDIS__PREFIX="wxmenu",
+        YIBAO_SECURITY__PII_KEY=new_key_text(),
+        YIBAO_GENERAL__DATA_DIR=str(tmp_path / "data"),
+    )
+    done = subprocess.run(
+        [*yibao_command(), "wechat", "menu"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert [b["name"] for b in emulator.menus[-1]["button"]] == ["查余额", "消费记录", "更多"]
+    english = emulator.conditional_menus[-1]
+    assert english["matchrule"] == {"language": "en"}
+    assert [b["name"] for b in english["button"]] == ["Balance", "Payments", "More"]
+    assert "menu" in done.stdout
