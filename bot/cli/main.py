@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "run",
         parents=[common],
-        help="run the Telegram bot (telegram.mode: polling, or webhook behind a load balancer)",
+        help="run the chat platforms configured: Telegram (polling or webhook) and WeChat (its callback)",
     )
     sub.add_parser(
         "worker",

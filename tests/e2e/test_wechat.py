@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from botapi_emulator import BotApiEmulator
 from chat_process import clean_env, demo, free_port, yibao_command
 from wechat_emulator import WechatEmulator, WxUser
 
@@ -86,7 +87,7 @@ def start_bot(tmp_path: Path, redis_url: str, emulator: WechatEmulator, mode: st
     def start(name: str = "a", **env: str) -> Bot:
         log = tmp_path / f"bot-{name}.log"
         sms = tmp_path / "sms.jsonl"
-        port = free_port()
+        port = int(env.get("YIBAO_HTTP__LISTEN_PORT") or free_port())
         settings = {
             "YIBAO_WECHAT__APP_ID": emulator.app_id,
             "YIBAO_WECHAT__APP_SECRET": emulator.app_secret,
@@ -120,7 +121,7 @@ def start_bot(tmp_path: Path, redis_url: str, emulator: WechatEmulator, mode: st
         bot = Bot(process, log, sms, port)
         bots.append(bot)
         deadline = time.monotonic() + 30
-        while "serving WeChat" not in (log.read_text() if log.exists() else ""):
+        while not re.search(r"serving .*WeChat on ", log.read_text() if log.exists() else ""):
             if process.poll() is not None:
                 pytest.fail(f"yibao run exited {process.returncode}: {process.communicate()}")
             assert time.monotonic() < deadline, "yibao run did not start"
@@ -405,3 +406,30 @@ def test_yibao_wechat_menu_sets_the_account_menu(
     assert english["matchrule"] == {"language": "en"}
     assert [b["name"] for b in english["button"]] == ["Balance", "Payments", "More"]
     assert "menu" in done.stdout
+
+
+def test_telegram_and_wechat_in_one_process_on_one_port(
+    emulator: WechatEmulator, start_bot: BotFactory
+) -> None:
+    port = free_port()
+    with BotApiEmulator() as telegram:
+        bot = start_bot(
+            YIBAO_HTTP__LISTEN_PORT=str(port),
+            YIBAO_TELEGRAM__TOKEN=telegram.token,
+            YIBAO_TELEGRAM__API_BASE_URL=telegram.url,
+            YIBAO_TELEGRAM__MODE="webhook",
+            YIBAO_TELEGRAM__WEBHOOK_URL=f"http://127.0.0.1:{port}/telegram",
+            YIBAO_TELEGRAM__WEBHOOK_SECRET="one-port",
+        )
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json() == {"status": "ok"}
+        wx = emulator.user()
+        wx.follows()
+        assert "/balance" in wx.converse("/help", "/balance").text
+        tg = telegram.user(6101, language_code="en")
+        before = len(tg.inbox)
+        tg.says("/help")
+        tg.wait_for("Commands:", after=before)
+        assert bot.stop() == 0
+        log = bot.log.read_text(encoding="utf-8")
+        assert "serving Telegram by webhook" in log
+        assert "WeChat on /wechat" in log
