@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import html
 
+from platforms.limits import split_fitting
+
 MESSAGE_LIMIT = 4096
 CAPTION_LIMIT = 1024
 
@@ -34,20 +36,7 @@ def _cut(text: str, limit: int) -> int:
 
 def split_text(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     """Pieces of ``text`` of at most ``limit`` UTF-16 units, cut at line breaks or spaces if possible."""
-    pieces: list[str] = []
-    rest = text
-    while utf16_len(rest) > limit:
-        fit = _cut(rest, limit)
-        cut = rest.rfind("\n", fit // 2, fit + 1)  # a break in the latter half, not a stub
-        if cut <= 0:
-            cut = rest.rfind(" ", fit // 2, fit + 1)
-        if cut <= 0:
-            cut = fit
-        pieces.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip("\n ")
-    if rest or not pieces:
-        pieces.append(rest)
-    return [p for p in pieces if p] or [""]
+    return split_fitting(text, limit, _cut)
 
 
 def as_html(text: str) -> str:

@@ -18,31 +18,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from platforms.limits import TooLarge, read_body
 from platforms.telegram.options import Engine
 
 log = logging.getLogger(__name__)
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name, not a secret
 _MAX_BODY = 1 << 20
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _body(request: Request) -> bytes:
-    """The body, refused as soon as it passes ``_MAX_BODY`` (not after it is all in memory)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > _MAX_BODY:
-        raise _TooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > _MAX_BODY:
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 class _Webhook:
@@ -56,8 +38,8 @@ class _Webhook:
             log.warning("a webhook request without the right secret token was refused")
             return JSONResponse({"ok": False}, status_code=403)
         try:
-            body = await _body(request)
-        except _TooLarge:
+            body = await read_body(request, _MAX_BODY)
+        except TooLarge:
             return JSONResponse({"ok": False}, status_code=413)
         try:
             data = json.loads(body)

@@ -187,13 +187,21 @@ class WechatApi:
         except ValueError:
             raise WechatUnavailable("not JSON") from None
 
-    async def call(self, path: str, payload: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
-        """One API call with the token, WeChat's token and busy rules applied."""
+    async def call(
+        self,
+        path: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        query: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """One API call with the token, WeChat's token and busy rules applied: ``payload`` as JSON, or
+        ``kwargs`` for httpx (``files``); ``query`` beside the token."""
         refused: str | None = None
         busy = 0
         while True:
             token = await self.access_token(not_this=refused)
-            params = {"access_token": token}
+            params = {**(query or {}), "access_token": token}
             if payload is not None:
                 kwargs["content"] = _json_bytes(payload)
                 kwargs["headers"] = {"Content-Type": "application/json; charset=utf-8"}
@@ -240,7 +248,10 @@ class WechatApi:
     async def upload_image(self, content: bytes, filename: str) -> str:
         """A temporary image (``media/upload``, kept 3 days by WeChat): its ``media_id``."""
         data = await self.call(
-            "/cgi-bin/media/upload", None, data={"type": "image"}, files={"media": (filename, content)}
+            "/cgi-bin/media/upload",
+            None,
+            query={"type": "image"},
+            files={"media": (filename, content, "image/png")},
         )
         return str(data["media_id"])
 

@@ -20,29 +20,12 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from platforms.limits import TooLarge, read_body
 from platforms.tencent.callback import CallbackGuard, Refused
 from platforms.tencent.xmlmsg import MAX_BODY, BadXml
 from platforms.wechat.core import WechatCore
 
 log = logging.getLogger(__name__)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _success() -> Response:
@@ -67,8 +50,8 @@ class _Callback:
         received = time.monotonic()
         query = dict(request.query_params)
         try:
-            body = await read_body(request)
-        except _TooLarge:
+            body = await read_body(request, MAX_BODY)
+        except TooLarge:
             log.warning("a WeChat callback over %d bytes was answered success and dropped", MAX_BODY)
             return _success()
         try:

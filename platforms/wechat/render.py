@@ -11,6 +11,7 @@ from typing import Any
 
 from dialogs.i18n import Catalogs
 from dialogs.models import Button
+from platforms.limits import split_fitting
 
 TEXT_LIMIT = 2000
 """Bytes, below WeChat's 2048 with room for what a client adds."""
@@ -27,20 +28,7 @@ def _fit(text: str, limit: int) -> int:
 
 
 def split_bytes(text: str, limit: int = TEXT_LIMIT) -> list[str]:
-    pieces: list[str] = []
-    rest = text
-    while len(rest.encode()) > limit:
-        fit = _fit(rest, limit)
-        cut = rest.rfind("\n", fit // 2, fit + 1)
-        if cut <= 0:
-            cut = rest.rfind(" ", fit // 2, fit + 1)
-        if cut <= 0:
-            cut = fit
-        pieces.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip("\n ")
-    if rest or not pieces:
-        pieces.append(rest)
-    return [p for p in pieces if p] or [""]
+    return split_fitting(text, limit, _fit)
 
 
 def language_of(text: str) -> str:

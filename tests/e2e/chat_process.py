@@ -1,20 +1,56 @@
-"""Drives a real ``yibao chat`` process over its stdin and stdout, as a script would."""
+"""Drives a real ``yibao chat`` process over its stdin and stdout, as a script would; and what the
+tests of ``yibao run`` share about the process they start (``BotProcess``)."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from insurance.sandbox import DemoPerson, SandboxPlatform
 
 SMS = re.compile(r"📱 SMS → (?P<to>\S+): .*?(?P<code>\b\d{6}\b)")
+
+
+@dataclass
+class BotProcess:
+    """A ``yibao run`` started by a test: its log, and the ``file`` SMS gateway's file."""
+
+    process: subprocess.Popen[str]
+    log: Path
+    sms: Path
+
+    def code_for(self, phone: str, after: int = 0, timeout: float = 10.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.sms.exists():
+                lines = [json.loads(line) for line in self.sms.read_text(encoding="utf-8").splitlines()]
+                mine = [line for line in lines[after:] if line["to"] == phone]
+                if mine:
+                    return re.search(r"\b(\d{6})\b", mine[-1]["text"])[1]  # type: ignore[index]
+            time.sleep(0.05)
+        raise AssertionError(f"no SMS to {phone[:3]}****")
+
+    def sms_count(self) -> int:
+        return len(self.sms.read_text(encoding="utf-8").splitlines()) if self.sms.exists() else 0
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=20)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
 
 
 def demo(scenario: str) -> DemoPerson:

@@ -18,37 +18,14 @@ import httpx
 import pytest
 import redis
 from botapi_emulator import BotApiEmulator, FakeUser
-from chat_process import clean_env, demo, free_port, yibao_command
+from chat_process import BotProcess, clean_env, demo, free_port, yibao_command
 
 from bot.crypto.pii import new_key_text
 
 
 @dataclass
-class Bot:
-    process: subprocess.Popen[str]
-    log: Path
-    sms: Path
+class Bot(BotProcess):
     prefix: str
-
-    def code_for(self, phone: str, after: int = 0, timeout: float = 10.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.sms.exists():
-                lines = [json.loads(line) for line in self.sms.read_text(encoding="utf-8").splitlines()]
-                mine = [line for line in lines[after:] if line["to"] == phone]
-                if mine:
-                    return re.search(r"\b(\d{6})\b", mine[-1]["text"])[1]  # type: ignore[index]
-            time.sleep(0.05)
-        raise AssertionError(f"no SMS to {phone[:3]}****")
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=20)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
 
 
 BotFactory = Callable[..., Bot]

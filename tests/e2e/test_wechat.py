@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +17,7 @@ import httpx
 import pytest
 import redis
 from botapi_emulator import BotApiEmulator
-from chat_process import clean_env, demo, free_port, yibao_command
+from chat_process import BotProcess, clean_env, demo, free_port, yibao_command
 from wechat_emulator import WechatEmulator, WxUser
 
 from bot.crypto.pii import new_key_text
@@ -34,34 +33,8 @@ TWO_PLATFORMS = json.dumps(
 
 
 @dataclass
-class Bot:
-    process: subprocess.Popen[str]
-    log: Path
-    sms: Path
+class Bot(BotProcess):
     port: int
-
-    def code_for(self, phone: str, after: int = 0, timeout: float = 10.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.sms.exists():
-                lines = [json.loads(line) for line in self.sms.read_text(encoding="utf-8").splitlines()]
-                mine = [line for line in lines[after:] if line["to"] == phone]
-                if mine:
-                    return re.search(r"\b(\d{6})\b", mine[-1]["text"])[1]  # type: ignore[index]
-            time.sleep(0.05)
-        raise AssertionError(f"no SMS to {phone[:3]}****")
-
-    def sms_count(self) -> int:
-        return len(self.sms.read_text(encoding="utf-8").splitlines()) if self.sms.exists() else 0
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=20)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
 
 
 BotFactory = Callable[..., Bot]
@@ -173,6 +146,12 @@ def test_the_whole_conversation_in_chinese_and_english(
     bind(zh, bot, "normal", zh=True)
     assert "个人账户：¥" in zh.converse("/balance", "个人账户").text
     assert "个人账户：¥" in zh.converse("我的医保还剩多少?", "个人账户").text
+    before = len(zh.inbox)
+    zh.says("/chart")  # the caption passively, the picture uploaded and sent as an image message
+    picture = zh.wait_for("", after=before + 1, timeout=30)
+    assert picture.kind == "image"
+    assert emulator.media[picture.data["media_id"]].startswith(b"\x89PNG")
+    assert "近 12 个月" in zh.inbox[before].text
     before = len(zh.inbox)
     zh.clicks_menu("YIBAO_HISTORY")  # the account's menu: 消费记录
     zh.wait_for("¥", after=before)
@@ -365,6 +344,13 @@ def test_alerts_inside_and_outside_the_window_and_deferred(
     assert later.via == "passive"
     assert "您不在时" in later.text
     assert "个人账户" in later.text
+
+    # Unfollowing is Telegram's 403: the user is unreachable until they write again.
+    inside.unfollows()
+    deadline = time.monotonic() + 10
+    while not sync_redis.keys(f"*{{wx:{inside.openid}}}:unreachable") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sync_redis.keys(f"*{{wx:{inside.openid}}}:unreachable")
 
 
 def bind_one(user: WxUser, bot: Bot) -> None:

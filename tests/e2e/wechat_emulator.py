@@ -41,7 +41,7 @@ from types import TracebackType
 from typing import Any
 
 import httpx
-from botapi_emulator import LoopbackServer
+from botapi_emulator import LoopbackServer, Upload, _parse_multipart
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -414,10 +414,10 @@ class WechatEmulator:
 
     async def _call(self, path: str, request: Request) -> JSON:
         if path == "/cgi-bin/media/upload":
-            form = await request.form()
-            upload = form.get("media")
+            parts = _parse_multipart(await request.body(), request.headers.get("content-type", ""))
+            upload = parts.get("media")
             body: JSON = {"type": request.query_params.get("type")}
-            content = await upload.read() if upload is not None and not isinstance(upload, str) else b""
+            content = upload.content if isinstance(upload, Upload) else b""
         else:
             raw = await request.body()
             body = json.loads(raw) if raw else {}
