@@ -33,9 +33,10 @@ from bot.storage.health import RedisHealth, redacted_url, wait_for_redis
 from bot.storage.keys import Keys
 from bot.storage.store import RedisStore
 from bot.storage.wechat import RedisTokenStore, RedisWechatState
+from bot.storage.wecom import RedisWecomState
 from dialogs.i18n import Catalogs
 from dialogs.machine import Conversation, DialogSettings
-from dialogs.models import PlatformName
+from dialogs.models import Outcome, PlatformName, Session, UserKey, UserState
 from dialogs.ports import Clock, Outlet, PlatformInfo
 from insurance.client import ClientPolicy, HttpPlatformClient
 from insurance.sandbox import SandboxPlatform
@@ -44,6 +45,8 @@ from platforms.tencent.callback import CallbackGuard
 from platforms.tencent.crypto import MessageCrypto
 from platforms.wechat.api import WechatApi
 from platforms.wechat.core import AlertTemplate, WechatCore
+from platforms.wecom.api import WecomApi
+from platforms.wecom.core import WecomCore
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +106,9 @@ class Runtime:
             app_id=wx.app_id,
             app_secret=secret.get_secret_value(),
             base_url=wx.api_base_url,
-            tokens=RedisTokenStore(self.redis, self.keys, wx.app_id),
+            tokens=RedisTokenStore(
+                self.redis, self.keys.wechat_token(wx.app_id), self.keys.wechat_token_lock(wx.app_id)
+            ),
             stable_token=wx.token_endpoint == "stable_token",  # noqa: S105 - an endpoint name
             send_rate=wx.send_rate,
         )
@@ -131,6 +136,63 @@ class Runtime:
             crypto = MessageCrypto(token.get_secret_value(), aes_key.get_secret_value(), wx.app_id)
         guard = CallbackGuard(token.get_secret_value(), state, crypto=crypto)
         return core, guard
+
+    def wecom_core(self) -> tuple[WecomCore, CallbackGuard]:
+        """Yibao as the WeCom app over this runtime (``wecom.corp_id`` must be set): the platform
+        (also the alerts' ``Outlet``) and the guard its callback opens requests with."""
+        wc = self.settings.wecom
+        if wc.corp_id is None or wc.agent_id is None:
+            raise StartupError("wecom.corp_id and wecom.agent_id are not set")
+        secret = read_secret(wc.secret, wc.secret_file)
+        token = read_secret(wc.token, wc.token_file)
+        aes_key = read_secret(wc.encoding_aes_key, wc.encoding_aes_key_file)
+        assert secret is not None  # the settings model requires them
+        assert token is not None
+        assert aes_key is not None
+        try:
+            crypto = MessageCrypto(token.get_secret_value(), aes_key.get_secret_value(), wc.corp_id)
+        except ValueError as e:  # a key read from its file
+            raise StartupError(f"wecom.encoding_aes_key_file: {e}") from None
+        state = RedisWecomState(
+            self.redis,
+            self.keys,
+            self.store.codec.cipher,
+            per_minute=wc.member_messages_per_minute,
+            per_hour=wc.member_messages_per_hour,
+        )
+        api = WecomApi(
+            corp_id=wc.corp_id,
+            agent_id=wc.agent_id,
+            secret=secret.get_secret_value(),
+            base_url=wc.api_base_url,
+            tokens=RedisTokenStore(
+                self.redis,
+                self.keys.wecom_token(wc.corp_id, wc.agent_id),
+                self.keys.wecom_token_lock(wc.corp_id, wc.agent_id),
+            ),
+            send_rate=wc.send_rate,
+        )
+        core = WecomCore(
+            self.conversation.handle,
+            api=api,
+            state=state,
+            catalogs=self.conversation.catalogs,
+            on_gone=self.erase_user,
+            default_locale=self.settings.general.default_locale,
+            reply_within_seconds=wc.reply_within_seconds,
+            prefill_name=wc.prefill_name,
+        )
+        return core, CallbackGuard(token.get_secret_value(), state, crypto=crypto, namespace="wecom")
+
+    async def erase_user(self, user: UserKey) -> None:
+        """Everything kept about ``user`` erased, as ``/unbind`` does (the chat platform says they
+        are gone: a member who left the company)."""
+
+        async def erase(_state: UserState) -> Outcome:
+            return Outcome(replies=(), session=Session(), erase=True)
+
+        await self.store.update(user, erase)
+        log.warning("erased everything kept about %s: the chat platform says they are gone", user)
 
     def alert_worker(self, outlets: Mapping[str, Outlet], *, checks: bool = True) -> AlertWorker:
         """The alert checks (unless ``checks`` is false) and a sender for each chat platform in

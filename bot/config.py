@@ -403,6 +403,73 @@ class WechatSettings(_Section):
         return self
 
 
+class WecomSettings(_Section):
+    """The WeCom self-built app (自建应用) ``yibao run`` serves, when ``corp_id`` is set."""
+
+    corp_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9]{4,32}$")] | None = None
+    """The company's CorpID (企业ID), from 我的企业 → 企业信息."""
+    agent_id: Annotated[int, Field(ge=1)] | None = None
+    """The app's AgentId, from 应用管理 → the app."""
+    secret: SecretStr | None = None
+    """The app's Secret."""
+    secret_file: Path | None = None
+    token: SecretStr | None = None
+    """The Token of the app's 接收消息 (API receive) settings (3-32 letters and digits)."""
+    token_file: Path | None = None
+    encoding_aes_key: SecretStr | None = None
+    """The EncodingAESKey (43 characters) of the same settings: WeCom's callbacks are always encrypted."""
+    encoding_aes_key_file: Path | None = None
+    api_base_url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")] = "https://qyapi.weixin.qq.com"
+    """WeCom's API; tests point it at a loopback emulator."""
+    callback_path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9_/-]*$")] = "/wecom"
+    reply_within_seconds: Annotated[float, Field(gt=0, le=4.5)] = 4.0
+    """The callback is answered within this long (WeCom waits 5 s), whether the answer is ready or not."""
+    prefill_name: bool = False
+    """``/bind`` proposes the member's name from the company directory (``user/get``)."""
+    send_rate: Annotated[float, Field(gt=0, le=1000)] = 50.0
+    """Messages per second, per instance."""
+    member_messages_per_minute: Annotated[int, Field(ge=1, le=30)] = 30
+    """Messages to one member in any minute (WeCom drops what passes 30, silently)."""
+    member_messages_per_hour: Annotated[int, Field(ge=1, le=1000)] = 1000
+    """Messages to one member in any hour (WeCom drops what passes 1,000, silently)."""
+
+    @field_validator("token")
+    @classmethod
+    def _token_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9]{3,32}", value.get_secret_value()):
+            raise ValueError("must be 3 to 32 letters and digits (WeCom's rule)")
+        return value
+
+    @field_validator("encoding_aes_key")
+    @classmethod
+    def _aes_key_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            from platforms.tencent.crypto import parse_aes_key
+
+            parse_aes_key(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> WecomSettings:
+        if self.corp_id is not None:
+            missing = [
+                name
+                for name, given in (
+                    ("agent_id", self.agent_id is not None),
+                    ("secret", self.secret is not None or self.secret_file is not None),
+                    ("token", self.token is not None or self.token_file is not None),
+                    (
+                        "encoding_aes_key",
+                        self.encoding_aes_key is not None or self.encoding_aes_key_file is not None,
+                    ),
+                )
+                if not given
+            ]
+            if missing:
+                raise ValueError("wecom.corp_id needs " + ", ".join(f"wecom.{m}" for m in missing))
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="YIBAO_",
@@ -423,6 +490,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     telegram: TelegramSettings = TelegramSettings()
     wechat: WechatSettings = WechatSettings()
+    wecom: WecomSettings = WecomSettings()
 
     _deprecations: list[str] = PrivateAttr(default_factory=list)
 
@@ -527,7 +595,7 @@ def _problem(err: Any) -> ConfigProblem:
     return ConfigProblem(key, message)
 
 
-_SECRET_SECTIONS = frozenset({"redis", "security", "telegram", "insurance", "wechat"})
+_SECRET_SECTIONS = frozenset({"redis", "security", "telegram", "insurance", "wechat", "wecom"})
 
 
 def _is_secret_key(key: str) -> bool:
@@ -546,6 +614,9 @@ def _secret_file_problems(settings: Settings) -> list[ConfigProblem]:
         ("wechat.app_secret_file", settings.wechat.app_secret_file),
         ("wechat.token_file", settings.wechat.token_file),
         ("wechat.encoding_aes_key_file", settings.wechat.encoding_aes_key_file),
+        ("wecom.secret_file", settings.wecom.secret_file),
+        ("wecom.token_file", settings.wecom.token_file),
+        ("wecom.encoding_aes_key_file", settings.wecom.encoding_aes_key_file),
     ]
     files += [
         (f"insurance.platforms.{i}.secret_file", p.secret_file)

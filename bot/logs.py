@@ -4,9 +4,11 @@ Yibao's own code logs only user keys and masked forms. The redacting filter sits
 it also covers third-party loggers and exception texts (a validation error quoting its input, say):
 anything shaped like a Resident ID number or a mainland mobile number is masked before it is written.
 
-WeChat's openids are the people's ids on a platform that guards them: a user key ``wx:<openid>`` is
-written as ``wx:#<keyed hash>`` (the same person, the same hash, in every instance's log, keyed with
-the operator's key so it cannot be reversed by trying openids), once ``build_runtime`` gave the key.
+WeChat's openids are the people's ids on a platform that guards them, and a WeCom userid is often the
+employee's name in pinyin: a user key ``wx:<openid>`` is written as ``wx:#<keyed hash>``, and
+``wecom:<corp>:<userid>`` as ``wecom:<corp>:#<keyed hash>`` (the same person, the same hash, in every
+instance's log, keyed with the operator's key so it cannot be reversed by trying ids), once
+``build_runtime`` gave the key.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ _ID = re.compile(r"(?<![0-9])[1-9]\d{16}[\dXx](?![0-9])")
 # also after +86 / 86 / 0086, the E.164 forms SMS gateways and their errors use
 _PHONE = re.compile(r"(?:(?<![0-9])|(?<=86))1[3-9]\d{9}(?![0-9])")
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-_OPENID = re.compile(r"\bwx:([A-Za-z0-9_-]{6,64})")
+_PSEUDONYMIZED = re.compile(r"\bwx:([A-Za-z0-9_-]{6,64})|\bwecom:([A-Za-z0-9]{1,32}):([A-Za-z0-9_.@-]{1,64})")
 _pseudonym_key = b"not yet keyed"
 
 
@@ -38,8 +40,14 @@ def pseudonym(openid: str) -> str:
     return hmac.new(_pseudonym_key, openid.encode(), hashlib.sha256).hexdigest()[:12]
 
 
+def _pseudonymize(m: re.Match[str]) -> str:
+    if m.group(1) is not None:
+        return "wx:#" + pseudonym(m.group(1))
+    return f"wecom:{m.group(2)}:#{pseudonym(m.group(3))}"
+
+
 def redact(text: str) -> str:
-    text = _OPENID.sub(lambda m: "wx:#" + pseudonym(m.group(1)), text)
+    text = _PSEUDONYMIZED.sub(_pseudonymize, text)
     text = _ID.sub(lambda m: mask_id_number(m.group()), text)
     return _PHONE.sub(lambda m: mask_phone(m.group()), text)
 

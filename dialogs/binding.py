@@ -160,13 +160,15 @@ class BindingFlow(Turn):
                 "this chat's history on your phone. Once you are bound, delete that message yourself "
                 "(press and hold it, then Delete)."
             )
-        return Outcome(
-            replies=(
-                Reply(text=consent),
-                self.prompt(session),
-            ),
-            session=session,
-        )
+        replies: tuple[Reply, ...] = (Reply(text=consent), self.prompt(session))
+        proposed = check_name(self.directory_name.get_secret_value()) if self.directory_name else None
+        if isinstance(proposed, str):
+            yes = Button(label=self.t.gettext("Yes, that is my name"), payload=proposed)
+            question = self.t.gettext(
+                "Is the name on your ID card {name}? Tap yes, or send the name as it is on the card."
+            ).format(name=proposed)
+            replies += (Reply(text=question, buttons=(yes,)),)
+        return Outcome(replies=replies, session=session)
 
     async def on_name(self) -> Outcome:
         both = split_name_and_id(self.text)

@@ -35,6 +35,9 @@ class Inbound(_Frozen):
     text: str
     locale: str | None = None
     """The chat platform's language code for the user (``zh-hans``, ``en-US``), if it has one."""
+    directory_name: SecretStr | None = None
+    """The user's name as the chat platform's directory has it (a WeCom company's), given with
+    ``/bind`` when the operator wants it proposed; the insurance platform still has to match it."""
 
 
 class Button(_Frozen):

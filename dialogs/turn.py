@@ -163,6 +163,7 @@ class Turn:
         self.t: Translator = conv.catalogs.get(self.locale)
         self.now = conv.clock.now()
         self.text = normalize(inbound.text)
+        self.directory_name = inbound.directory_name
 
     def out(
         self,

@@ -1,6 +1,6 @@
 """``yibao run``: the bot on every configured chat platform, in one process: Telegram
-(``telegram.engine``: aiogram or python-telegram-bot; polling, or a webhook) and a WeChat Official
-Account (its callback), the routes of both on the process's one HTTP server (``bot.http``, at
+(``telegram.engine``: aiogram or python-telegram-bot; polling, or a webhook), a WeChat Official
+Account and a WeCom app (their callbacks), the routes of all on the process's one HTTP server (``bot.http``, at
 ``[http]`` ``listen_host:listen_port``), with the alert work beside them; ``yibao worker``: the alert
 work alone (checks, and sending on every configured platform).
 
@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import signal
 import time
+from typing import Protocol
 
 from bot.app import StartupError, build_runtime
 from bot.config import Settings, read_secret
@@ -24,10 +25,12 @@ from platforms.telegram.core import TelegramStartError
 from platforms.telegram.engines import build_engine
 from platforms.telegram.options import Engine, TelegramOptions
 from platforms.telegram.webhook import webhook_routes
+from platforms.tencent.api import ApiRefusal, ApiUnavailable, TokenApi
+from platforms.tencent.routes import callback_routes
 from platforms.wechat.api import WechatError, WechatUnavailable
-from platforms.wechat.callback import callback_routes
 from platforms.wechat.core import WechatCore
 from platforms.wechat.menu import conditional_menu, menu
+from platforms.wecom.core import WecomCore
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +62,11 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     started = time.monotonic()
     options = telegram_options(settings, required=False)
     wechat = settings.wechat.app_id is not None
-    if options is None and not wechat:
+    wecom = settings.wecom.corp_id is not None
+    if options is None and not wechat and not wecom:
         raise StartupError(
             "yibao run needs a chat platform: telegram.token (or telegram.token_file, or "
-            "YIBAO_TELEGRAM__TOKEN), or wechat.app_id with its secret and token"
+            "YIBAO_TELEGRAM__TOKEN), wechat.app_id with its secret and token, or wecom.corp_id with its app"
         )
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -72,6 +76,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     tg = settings.telegram
     engine: Engine | None = None
     wx: WechatCore | None = None
+    wc: WecomCore | None = None
     http: HttpServer | None = None
     alerts: asyncio.Task[None] | None = None
     outlets: dict[str, Outlet] = {}
@@ -104,6 +109,13 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             outlets[wx.platform] = wx
             mode = "safe mode" if guard.crypto is not None else "plaintext mode"
             serving.append(f"WeChat on {settings.wechat.callback_path} ({mode})")
+        if wecom:
+            wc, wc_guard = runtime.wecom_core()
+            await _check_wecom(wc)
+            path = settings.wecom.callback_path
+            routes += callback_routes(wc, wc_guard, path=path, platform="WeCom", encrypted_echo=True)
+            outlets[wc.platform] = wc
+            serving.append(f"WeCom on {path} (app {settings.wecom.agent_id})")
         if routes:
             http = HttpServer(host=settings.http.listen_host, port=settings.http.listen_port)
             http.mount(routes)
@@ -128,24 +140,39 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             await engine.stop()
         if wx is not None:
             await wx.aclose()
+        if wc is not None:
+            await wc.aclose()
         await runtime.aclose()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         log.info("stopped")
 
 
-async def _check_wechat(wx: WechatCore) -> None:
+class _Platform(Protocol):
+    @property
+    def api(self) -> TokenApi: ...
+
+    async def aclose(self) -> None: ...
+
+
+async def _check_token(platform: _Platform, name: str, keys: str) -> None:
     """A token at start: wrong credentials are said at once, not at the first message."""
     try:
-        await wx.api.access_token()
-    except WechatError as e:
-        await wx.aclose()
-        raise StartupError(
-            f"WeChat refused the app id and secret ({e.errcode}); check wechat.app_id and wechat.app_secret"
-        ) from None
-    except WechatUnavailable as e:
-        await wx.aclose()
-        raise StartupError(f"WeChat's API at wechat.api_base_url cannot be reached ({e})") from None
+        await platform.api.access_token()
+    except ApiRefusal as e:
+        await platform.aclose()
+        raise StartupError(f"{name} refused the credentials ({e.errcode}); check {keys}") from None
+    except ApiUnavailable as e:
+        await platform.aclose()
+        raise StartupError(f"{name}'s API cannot be reached ({e}); check its api_base_url") from None
+
+
+async def _check_wechat(wx: WechatCore) -> None:
+    await _check_token(wx, "WeChat", "wechat.app_id and wechat.app_secret")
+
+
+async def _check_wecom(wc: WecomCore) -> None:
+    await _check_token(wc, "WeCom", "wecom.corp_id, wecom.agent_id and wecom.secret")
 
 
 async def _no_sms(masked_to: str, text: str) -> None:
@@ -163,12 +190,17 @@ async def work(settings: Settings, *, stop: asyncio.Event | None = None) -> None
     runtime = await build_runtime(settings, show_sms=_no_sms, stop=stop)
     engine: Engine | None = None
     wx: WechatCore | None = None
+    wc: WecomCore | None = None
     try:
         outlets: dict[str, Outlet] = {}
         if settings.wechat.app_id is not None:
             wx, _guard = runtime.wechat_core()
             await _check_wechat(wx)
             outlets[wx.platform] = wx
+        if settings.wecom.corp_id is not None:
+            wc, _wc_guard = runtime.wecom_core()
+            await _check_wecom(wc)
+            outlets[wc.platform] = wc
         if options is None:
             log.warning("no telegram.token: alerts for Telegram users wait in the outbox")
         else:
@@ -186,6 +218,8 @@ async def work(settings: Settings, *, stop: asyncio.Event | None = None) -> None
             await engine.close()
         if wx is not None:
             await wx.aclose()
+        if wc is not None:
+            await wc.aclose()
         await runtime.aclose()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

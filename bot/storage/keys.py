@@ -13,7 +13,8 @@ from enum import StrEnum
 
 from dialogs.models import UserKey
 
-_USER = re.compile(r"[a-z][a-z0-9]{0,15}:[A-Za-z0-9_.-]{1,64}")
+_USER = re.compile(r"[a-z][a-z0-9]{0,15}:(?:[A-Za-z0-9]{1,32}:)?[A-Za-z0-9_.@-]{1,64}")
+"""``tg:123``, ``wx:<openid>``, ``wecom:<corp id>:<userid>``."""
 
 
 class UserKind(StrEnum):
@@ -92,6 +93,18 @@ class Keys:
     def wechat_token_lock(self, app_id: str) -> str:
         """Held by the one instance fetching the next access_token (expires)."""
         return f"{self.prefix}:wx:{{{app_id}}}:token:lock"
+
+    def wecom_token(self, corp_id: str, agent_id: int) -> str:
+        """The WeCom app's access_token and its expiry (JSON), shared by every instance."""
+        return f"{self.prefix}:wecom:{{{corp_id}:{agent_id}}}:token"
+
+    def wecom_token_lock(self, corp_id: str, agent_id: int) -> str:
+        return f"{self.prefix}:wecom:{{{corp_id}:{agent_id}}}:token:lock"
+
+    def member_pace(self, digest: str) -> str:
+        """WeCom: the times of the messages sent to one member in the last hour (a sorted set), for its
+        per-member limits, keyed by the user key's keyed hash (it outlives an erasure by the hour)."""
+        return f"{self.prefix}:pace:{digest}"
 
     def phone_sends(self, phone_digest: str) -> str:
         """SMS codes sent to one phone in the last hour, keyed by the phone's keyed hash."""

@@ -7,7 +7,7 @@ after the last change:
 - ``in_at``/``in_used``: when the user last wrote, and customer-service messages sent since (5 within
   48 hours); ``ev_at``/``ev_used``: the last menu click or follow, and messages since (3 within a
   minute). Times are Redis's own clock, so every instance counts alike;
-- ``choices``: the options last offered (JSON);
+- ``choices``: the options last offered (JSON, encrypted: an option may be the user's name);
 - ``sub:<template id>``: accepted subscription messages left (a number, or ``L`` for long-term);
 - ``held``: an alert that could not be sent, encrypted with the operator's key.
 
@@ -131,9 +131,11 @@ class RedisWechatState:
         if choices is None:
             await self.redis.hdel(key, "choices")
             return
-        value = json.dumps({"g": choices.gen, "p": list(choices.payloads)}, ensure_ascii=False)
+        value = json.dumps(
+            {"g": choices.gen, "p": list(choices.payloads), "l": list(choices.labels)}, ensure_ascii=False
+        )
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(key, "choices", value)
+        pipe.hset(key, "choices", self.cipher.encrypt(value, context=f"choices:{user}"))
         pipe.expire(key, KEEP_SECONDS)
         await pipe.execute()
 
@@ -142,9 +144,11 @@ class RedisWechatState:
         if raw is None:
             return None
         try:
-            data = json.loads(raw)
-            return Choices(str(data["g"]), tuple(str(p) for p in data["p"]))
-        except (ValueError, KeyError, TypeError):
+            text = raw.decode() if isinstance(raw, bytes) else str(raw)
+            data = json.loads(self.cipher.decrypt(text, context=f"choices:{user}"))
+            labels = tuple(str(label) for label in data.get("l", ()))
+            return Choices(str(data["g"]), tuple(str(p) for p in data["p"]), labels)
+        except (ValueError, KeyError, TypeError, PiiError, UnicodeDecodeError):
             return None
 
     async def subscribed(self, user: UserKey, template_id: str, *, accepted: bool, long_term: bool) -> None:
@@ -178,12 +182,12 @@ class RedisWechatState:
 
 
 class RedisTokenStore:
-    """The official account's access_token, one for every instance."""
+    """An app's access_token, one for every instance (``Keys.wechat_token``, ``Keys.wecom_token``)."""
 
-    def __init__(self, redis: Redis, keys: Keys, app_id: str) -> None:
+    def __init__(self, redis: Redis, key: str, lock_key: str) -> None:
         self.redis = redis
-        self.key = keys.wechat_token(app_id)
-        self.lock_key = keys.wechat_token_lock(app_id)
+        self.key = key
+        self.lock_key = lock_key
         self._drop_if = redis.register_script(_DROP_IF)
         self._lock_value = secrets.token_hex(8)
 

@@ -211,3 +211,10 @@ class TokenApi:
             if code == BUSY:
                 raise ApiUnavailable(f"{self.platform} busy (-1)")
             raise self.refusal(code, str(data.get("errmsg", "")))
+
+    async def upload_image(self, content: bytes, filename: str) -> str:
+        """A temporary image (``media/upload``, kept 3 days; the same call on both platforms): its
+        ``media_id``."""
+        files = {"media": (filename, content, "image/png")}
+        data = await self.call("/cgi-bin/media/upload", None, query={"type": "image"}, files=files)
+        return str(data["media_id"])

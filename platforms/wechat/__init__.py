@@ -1,6 +1,6 @@
 """Yibao on a WeChat Official Account (服务号): users are ``wx:<openid>``.
 
-- ``callback``: the routes on the process's HTTP server (``wechat.callback_path``): the URL check
+- the callback (``platforms.tencent.routes``) on the process's HTTP server (``wechat.callback_path``): the URL check
   (``GET``) and messages and events (``POST``, plaintext or safe mode), through
   ``platforms.tencent``'s checks;
 - ``core``: what a message or an event becomes (an ``Inbound``), how the answer goes back (passive

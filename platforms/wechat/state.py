@@ -16,6 +16,8 @@ class Choices:
 
     gen: str
     payloads: tuple[str, ...]
+    labels: tuple[str, ...] = ()
+    """What the options showed (WeCom writes the chosen one on the card it disables)."""
 
 
 class WechatState(Protocol):

@@ -78,8 +78,13 @@ async def test_seen_keys_are_first_once(redis: aioredis.Redis) -> None:
 
 
 async def test_one_instance_at_a_time_fetches_the_token(redis: aioredis.Redis) -> None:
-    a = RedisTokenStore(redis, Keys("wxstate"), "wx0123456789abcdef")
-    b = RedisTokenStore(redis, Keys("wxstate"), "wx0123456789abcdef")
+    keys = Keys("wxstate")
+    a = RedisTokenStore(
+        redis, keys.wechat_token("wx0123456789abcdef"), keys.wechat_token_lock("wx0123456789abcdef")
+    )
+    b = RedisTokenStore(
+        redis, keys.wechat_token("wx0123456789abcdef"), keys.wechat_token_lock("wx0123456789abcdef")
+    )
     assert await a.lock(5)
     assert not await b.lock(5)
     await b.unlock()  # not b's: stays
