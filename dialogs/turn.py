@@ -123,7 +123,7 @@ class DialogSettings:
     balance_cache_seconds: int = 60
     history_page: int = 10
     history_max: int = 50
-    kept_in_history: frozenset[str] = frozenset({"wx"})
+    kept_in_history: frozenset[str] = frozenset({"wx", "wecom"})
     """Chat platforms (user-key prefixes) where Yibao cannot delete the user's messages: the bind
     consent says the ID number stays in the chat history, and how to delete it there."""
 

@@ -19,6 +19,7 @@ import redis
 from botapi_emulator import BotApiEmulator
 from chat_process import BotProcess, clean_env, demo, free_port, yibao_command
 from wechat_emulator import WechatEmulator, WxUser
+from wecom_emulator import WecomEmulator
 
 from bot.crypto.pii import new_key_text
 
@@ -394,12 +395,18 @@ def test_yibao_wechat_menu_sets_the_account_menu(
     assert "menu" in done.stdout
 
 
-def test_telegram_and_wechat_in_one_process_on_one_port(
+def test_telegram_wechat_and_wecom_in_one_process_on_one_port(
     emulator: WechatEmulator, start_bot: BotFactory
 ) -> None:
     port = free_port()
-    with BotApiEmulator() as telegram:
+    with BotApiEmulator() as telegram, WecomEmulator() as wecom:
         bot = start_bot(
+            YIBAO_WECOM__CORP_ID=wecom.corp_id,
+            YIBAO_WECOM__AGENT_ID=str(wecom.agent_id),
+            YIBAO_WECOM__SECRET=wecom.secret,
+            YIBAO_WECOM__TOKEN=wecom.token,
+            YIBAO_WECOM__ENCODING_AES_KEY=wecom.encoding_aes_key,
+            YIBAO_WECOM__API_BASE_URL=wecom.url,
             YIBAO_HTTP__LISTEN_PORT=str(port),
             YIBAO_TELEGRAM__TOKEN=telegram.token,
             YIBAO_TELEGRAM__API_BASE_URL=telegram.url,
@@ -415,7 +422,10 @@ def test_telegram_and_wechat_in_one_process_on_one_port(
         before = len(tg.inbox)
         tg.says("/help")
         tg.wait_for("Commands:", after=before)
+        wecom.callback_url = f"http://127.0.0.1:{port}/wecom"
+        assert "/balance" in wecom.member("hr.test").converse("/help", "/balance").text
         assert bot.stop() == 0
         log = bot.log.read_text(encoding="utf-8")
         assert "serving Telegram by webhook" in log
         assert "WeChat on /wechat" in log
+        assert "WeCom on /wecom" in log

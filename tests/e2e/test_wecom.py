@@ -109,7 +109,7 @@ def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
 def bind(member: Member, bot: Bot, scenario: str, *, zh: bool, choose: bool = True) -> None:
     who = demo(scenario)
     consent = member.converse("/bind", "第 1 步" if zh else "Step 1 of")
-    assert ("聊天记录" if zh else "history") not in consent.text  # nothing about WeChat's history here
+    assert ("聊天记录" if zh else "stays in this chat's history") in consent.text  # WeCom cannot delete it
     member.converse(who.name, "第 2 步" if zh else "Step 2 of")
     sent = bot.sms_count()
     before = len(member.inbox)

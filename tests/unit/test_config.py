@@ -363,3 +363,22 @@ def test_a_wechat_app_needs_its_secret_and_token(tmp_path: Path) -> None:
     settings, _ = load_settings(ok)
     assert settings.wechat.encoding_aes_key is not None
     assert main(["config", "check", str(ok)]) == 0
+
+
+def test_a_wecom_app_needs_all_its_keys_and_a_real_aes_key(tmp_path: Path) -> None:
+    path = write(tmp_path / "wc.toml", '[wecom]\ncorp_id = "ww0123456789abcdef"\nagent_id = 1000002\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    message = str(caught.value)
+    assert "wecom.secret" in message
+    assert "wecom.token" in message
+    assert "wecom.encoding_aes_key" in message
+    bad = write(
+        tmp_path / "bad.toml",
+        '[wecom]\nencoding_aes_key = "too-short-DoNotPrint"\nmember_messages_per_minute = 31\n',
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(bad)
+    problems = {p.key for p in caught.value.problems}
+    assert problems == {"wecom.encoding_aes_key", "wecom.member_messages_per_minute"}
+    assert "DoNotPrint" not in str(caught.value)
