@@ -153,9 +153,11 @@ def counting_client(socket_path: str) -> Redis:
 # -- users bound without the conversation -------------------------------------------------------
 
 
-async def bind_all(runtime: Runtime, users: Iterable[int], concurrency: int = 64) -> None:
-    """Bind each user to a sandbox employee with a personal account, through the store's own guarded
-    write (as the end of ``/bind`` does), cycling through the employees."""
+async def bind_all(
+    runtime: Runtime, users: Iterable[int | str], concurrency: int = 64, *, platform: str = "tg"
+) -> None:
+    """Bind each user (``<platform>:<id>``) to a sandbox employee with a personal account, through the
+    store's own guarded write (as the end of ``/bind`` does), cycling through the employees."""
     people = [
         p
         for p in SandboxPlatform.from_file().people()
@@ -164,7 +166,7 @@ async def bind_all(runtime: Runtime, users: Iterable[int], concurrency: int = 64
     bound_at = datetime.now(ZoneInfo("Asia/Shanghai"))
     gate = asyncio.Semaphore(concurrency)
 
-    async def bind(user_id: int, index: int) -> None:
+    async def bind(user_id: int | str, index: int) -> None:
         person = people[index % len(people)]
         binding = Binding(
             member_id=MemberId(person.member_id),
@@ -178,6 +180,6 @@ async def bind_all(runtime: Runtime, users: Iterable[int], concurrency: int = 64
             return Outcome(replies=(), session=Session(), set_binding=binding)
 
         async with gate:
-            await runtime.store.update(UserKey(f"tg:{user_id}"), step)
+            await runtime.store.update(UserKey(f"{platform}:{user_id}"), step)
 
     await asyncio.gather(*(bind(user_id, i) for i, user_id in enumerate(users)))
