@@ -4,8 +4,11 @@ space, else at the limit (never inside a character)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from dialogs.i18n import Catalogs
-from dialogs.models import Button
+from dialogs.models import Attachment, Button, Reply
 from platforms.limits import split_fitting
 
 TEXT_LIMIT = 2000
@@ -37,3 +40,44 @@ def numbered(catalogs: Catalogs, text: str, choices: tuple[Button, ...]) -> str:
     lines = [text, "", t.gettext("Reply with the number of your choice:")]
     lines += [f"{n}. {b.label}" for n, b in enumerate(choices, 1)]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One message to send: a text (with the choices it offers), or a picture."""
+
+    text: str = ""
+    choices: tuple[Button, ...] = ()
+    image: Attachment | None = None
+
+
+def compose(
+    replies: Sequence[Reply], *, lead: Sequence[str] = (), merge_into_choices: bool = True
+) -> list[Part]:
+    """The replies as messages: each text cut below the limit, a reply's picture after its text, and
+    texts merged into one message where they fit (fewer messages: WeChat counts them in the window,
+    WeCom against its per-member limits). ``merge_into_choices``: a text may also be merged into the
+    message with choices that follows it (WeChat's menu messages take a long head; WeCom's cards show
+    only a short text). ``lead``: texts that come first (a held alert)."""
+    out = [Part(text=text) for text in lead]
+    for reply in replies:
+        pieces = split_bytes(reply.text)
+        out += [Part(text=piece) for piece in pieces[:-1]]
+        out.append(Part(text=pieces[-1], choices=reply.buttons))
+        if reply.attachment is not None:
+            out.append(Part(image=reply.attachment))
+    merged: list[Part] = []
+    for part in out:
+        last = merged[-1] if merged else None
+        if (
+            last is not None
+            and not last.choices
+            and last.image is None
+            and part.image is None
+            and (merge_into_choices or not part.choices)
+            and len((last.text + "\n\n" + part.text).encode()) <= TEXT_LIMIT
+        ):
+            merged[-1] = Part(text=last.text + "\n\n" + part.text, choices=part.choices)
+        else:
+            merged.append(part)
+    return [p for p in merged if p.text or p.image is not None]

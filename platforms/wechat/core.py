@@ -47,19 +47,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dialogs.i18n import Catalogs
-from dialogs.models import Attachment, Button, Inbound, Reply, UserKey
+from dialogs.models import Inbound, Reply, UserKey
 from dialogs.ports import Held, Undeliverable
 from platforms.sequencer import Sequencer
+from platforms.tencent.text import Part, compose, split_bytes
 from platforms.tencent.xmlmsg import XmlMessage, element
 from platforms.wechat.api import NotSubscribed, OutOfWindow, WechatApi, WechatError, WechatUnavailable
 from platforms.wechat.menu import MENU_COMMANDS
 from platforms.wechat.render import (
-    TEXT_LIMIT,
     image_message,
     language_of,
     menu_message,
     numbered,
-    split_bytes,
     text_message,
 )
 from platforms.wechat.state import Choices, WechatState
@@ -101,13 +100,6 @@ class AlertTemplate:
                 value = value[:5]
             out[key] = value
         return out
-
-
-@dataclass(frozen=True, slots=True)
-class _Message:
-    text: str = ""
-    choices: tuple[Button, ...] = ()
-    image: Attachment | None = None
 
 
 @dataclass(slots=True)
@@ -258,33 +250,13 @@ class WechatCore:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _messages(self, turn: _Turn) -> list[_Message]:
+    def _messages(self, turn: _Turn) -> list[Part]:
         """The replies as WeChat messages: a held alert first, texts that fit merged into one."""
-        out: list[_Message] = []
+        lead: tuple[str, ...] = ()
         if turn.held:
             t = self.catalogs.get(language_of(turn.held))
-            out.append(_Message(text=t.gettext("While you were away:") + "\n" + turn.held))
-        for reply in turn.replies:
-            pieces = split_bytes(reply.text)
-            for piece in pieces[:-1]:
-                out.append(_Message(text=piece))
-            out.append(_Message(text=pieces[-1], choices=reply.buttons))
-            if reply.attachment is not None:
-                out.append(_Message(image=reply.attachment))
-        merged: list[_Message] = []
-        for m in out:
-            last = merged[-1] if merged else None
-            if (
-                last is not None
-                and not last.choices
-                and last.image is None
-                and m.image is None
-                and len((last.text + "\n\n" + m.text).encode()) <= TEXT_LIMIT
-            ):
-                merged[-1] = _Message(text=last.text + "\n\n" + m.text, choices=m.choices)
-            else:
-                merged.append(m)
-        return [m for m in merged if m.text or m.image is not None]
+            lead = (t.gettext("While you were away:") + "\n" + turn.held,)
+        return compose(turn.replies, lead=lead)
 
     async def _in_time(self, turn: _Turn) -> Answer:
         messages = self._messages(turn)
@@ -316,7 +288,7 @@ class WechatCore:
         text = split_bytes("\n\n".join(parts))[0]
         return Answer(passive=self._passive(turn.openid, turn.account, text))
 
-    async def _offer(self, user: UserKey, messages: Sequence[_Message]) -> str:
+    async def _offer(self, user: UserKey, messages: Sequence[Part]) -> str:
         """Record the choices of the last message that has any (or none): what a number answers."""
         gen = secrets.token_hex(3)
         offered = next((m.choices for m in reversed(messages) if m.choices), ())
@@ -344,7 +316,7 @@ class WechatCore:
         gen = await self._offer(turn.user, messages)
         await self._send_all(turn, messages, gen)
 
-    async def _send_all(self, turn: _Turn, messages: Sequence[_Message], gen: str) -> None:
+    async def _send_all(self, turn: _Turn, messages: Sequence[Part], gen: str) -> None:
         try:
             for m in messages:
                 await self._send(turn.openid, m, gen)
@@ -354,7 +326,7 @@ class WechatCore:
         except (WechatError, WechatUnavailable) as e:
             log.error("a customer-service message to %s failed: %s", turn.user, e)
 
-    async def _send(self, openid: str, m: _Message, gen: str) -> None:
+    async def _send(self, openid: str, m: Part, gen: str) -> None:
         if m.image is not None:
             media_id = await self.api.upload_image(m.image.content, m.image.filename)
             await self.api.send_custom(image_message(openid, media_id))

@@ -10,8 +10,6 @@ the token and the call rules common with WeChat.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 from platforms.tencent.api import ApiRefusal, ApiUnavailable, CachedToken, TokenApi, TokenStore
@@ -51,19 +49,10 @@ class WecomApi(TokenApi):
         secret: str,
         base_url: str,
         tokens: TokenStore,
-        send_rate: float = 50.0,
-        timeout: float = 5.0,
-        busy_retries: int = 3,
-        clock: Callable[[], float] = time.time,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            base_url=base_url,
-            tokens=tokens,
-            send_rate=send_rate,
-            timeout=timeout,
-            busy_retries=busy_retries,
-            clock=clock,
-        )
+        """``options``: ``TokenApi``'s (``send_rate``, ``timeout``, ``busy_retries``, ``clock``)."""
+        super().__init__(base_url=base_url, tokens=tokens, **options)
         self.corp_id = corp_id
         self.agent_id = agent_id
         self._secret = secret

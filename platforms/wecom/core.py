@@ -40,10 +40,10 @@ from typing import Any
 from pydantic import SecretStr
 
 from dialogs.i18n import Catalogs
-from dialogs.models import Attachment, Button, Inbound, Reply, UserKey
+from dialogs.models import Inbound, Reply, UserKey
 from dialogs.ports import Undeliverable
 from platforms.sequencer import Sequencer
-from platforms.tencent.text import TEXT_LIMIT, language_of, numbered, split_bytes
+from platforms.tencent.text import Part, compose, language_of, numbered
 from platforms.tencent.xmlmsg import XmlMessage
 from platforms.wechat.menu import MENU_COMMANDS
 from platforms.wechat.state import Choices
@@ -66,13 +66,6 @@ _NOT_TEXT = frozenset({"image", "voice", "video", "location", "link", "file"})
 
 def user_key(corp_id: str, userid: str) -> UserKey:
     return UserKey(f"{PLATFORM}:{corp_id}:{userid}")
-
-
-@dataclass(frozen=True, slots=True)
-class _Message:
-    text: str = ""
-    choices: tuple[Button, ...] = ()
-    image: Attachment | None = None
 
 
 @dataclass(slots=True)
@@ -177,7 +170,7 @@ class WecomCore:
 
         async def later() -> None:
             try:
-                await self._send_all(user, userid, [_Message(text=text)], "")
+                await self._send_all(user, userid, [Part(text=text)], "")
             except (ApiRefusal, ApiUnavailable) as e:
                 log.error("a message to %s failed: %s", user, e)
 
@@ -283,29 +276,8 @@ class WecomCore:
 
     # -- out ---------------------------------------------------------------------------------------
 
-    def _messages(self, replies: Sequence[Reply]) -> list[_Message]:
-        out: list[_Message] = []
-        for reply in replies:
-            pieces = split_bytes(reply.text)
-            out += [_Message(text=piece) for piece in pieces[:-1]]
-            out.append(_Message(text=pieces[-1], choices=reply.buttons))
-            if reply.attachment is not None:
-                out.append(_Message(image=reply.attachment))
-        merged: list[_Message] = []
-        for m in out:
-            last = merged[-1] if merged else None
-            if (
-                last is not None
-                and not last.choices
-                and last.image is None
-                and m.image is None
-                and not m.choices
-                and len((last.text + "\n\n" + m.text).encode()) <= TEXT_LIMIT
-            ):
-                merged[-1] = _Message(text=last.text + "\n\n" + m.text)
-            else:
-                merged.append(m)
-        return [m for m in merged if m.text or m.image is not None]
+    def _messages(self, replies: Sequence[Reply]) -> list[Part]:
+        return compose(replies, merge_into_choices=False)
 
     async def _send_replies(self, user: UserKey, userid: str, replies: Sequence[Reply]) -> None:
         messages = self._messages(replies)
@@ -319,7 +291,7 @@ class WecomCore:
         await self.state.set_choices(user, choices)
         await self._send_all(user, userid, messages, gen)
 
-    async def _send_all(self, user: UserKey, userid: str, messages: Sequence[_Message], gen: str) -> None:
+    async def _send_all(self, user: UserKey, userid: str, messages: Sequence[Part], gen: str) -> None:
         for m in messages:
             if m.image is not None:
                 media_id = await self.api.upload_image(m.image.content, m.image.filename)
@@ -338,7 +310,7 @@ class WecomCore:
             log.info("%s reached WeCom's per-member limit: the next message waits %.1f s", user, wait)
             await asyncio.sleep(wait)
 
-    def _payloads(self, m: _Message, gen: str) -> list[dict[str, Any]]:
+    def _payloads(self, m: Part, gen: str) -> list[dict[str, Any]]:
         if not m.choices:
             return [{"msgtype": "text", "text": {"content": m.text}}]
         if len(m.choices) > MAX_BUTTONS:

@@ -21,6 +21,33 @@ from insurance.sandbox import DemoPerson, SandboxPlatform
 SMS = re.compile(r"📱 SMS → (?P<to>\S+): .*?(?P<code>\b\d{6}\b)")
 
 
+def start_run(
+    cwd: Path, settings: dict[str, str], log: Path, ready: str, timeout: float = 30
+) -> subprocess.Popen[str]:
+    """``yibao run`` with ``settings`` as its environment (nothing else of ours), once its log
+    matches the regular expression ``ready``; an exit before that fails the test with its output."""
+    import pytest
+
+    process = subprocess.Popen(
+        [*yibao_command(), "run"],
+        cwd=cwd,
+        env=clean_env(**settings),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + timeout
+    while not re.search(ready, log.read_text() if log.exists() else ""):
+        if process.poll() is not None:
+            pytest.fail(f"yibao run exited {process.returncode}: {process.communicate()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("yibao run did not start")
+        time.sleep(0.05)
+    return process
+
+
 @dataclass
 class BotProcess:
     """A ``yibao run`` started by a test: its log, and the ``file`` SMS gateway's file."""

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import redis
 from botapi_emulator import BotApiEmulator, FakeUser
-from chat_process import BotProcess, clean_env, demo, free_port, yibao_command
+from chat_process import BotProcess, clean_env, demo, free_port, start_run, yibao_command
 
 from bot.crypto.pii import new_key_text
 
@@ -67,23 +67,9 @@ def start_bot(tmp_path: Path, redis_url: str, emulator: BotApiEmulator, engine: 
             "YIBAO_INSURANCE__BALANCE_CACHE_SECONDS": "0",
             **env,
         }
-        process = subprocess.Popen(
-            [*yibao_command(), "run"],
-            cwd=tmp_path,
-            env=clean_env(**settings),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        process = start_run(tmp_path, settings, log, r"serving Telegram")
         bot = Bot(process, log, sms, prefix)
         bots.append(bot)
-        deadline = time.monotonic() + 30
-        while "serving Telegram" not in (log.read_text() if log.exists() else ""):
-            if process.poll() is not None:
-                pytest.fail(f"yibao run exited {process.returncode}: {process.communicate()}")
-            assert time.monotonic() < deadline, "yibao run did not start"
-            time.sleep(0.05)
         return bot
 
     yield start

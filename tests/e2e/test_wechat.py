@@ -17,7 +17,7 @@ import httpx
 import pytest
 import redis
 from botapi_emulator import BotApiEmulator
-from chat_process import BotProcess, clean_env, demo, free_port, yibao_command
+from chat_process import BotProcess, clean_env, demo, free_port, start_run, yibao_command
 from wechat_emulator import WechatEmulator, WxUser
 from wecom_emulator import WecomEmulator
 
@@ -83,23 +83,9 @@ def start_bot(tmp_path: Path, redis_url: str, emulator: WechatEmulator, mode: st
             **({"YIBAO_WECHAT__ENCODING_AES_KEY": AES_KEY} if mode == "safe" else {}),
             **env,
         }
-        process = subprocess.Popen(
-            [*yibao_command(), "run"],
-            cwd=tmp_path,
-            env=clean_env(**settings),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        process = start_run(tmp_path, settings, log, r"serving .*WeChat on ")
         bot = Bot(process, log, sms, port)
         bots.append(bot)
-        deadline = time.monotonic() + 30
-        while not re.search(r"serving .*WeChat on ", log.read_text() if log.exists() else ""):
-            if process.poll() is not None:
-                pytest.fail(f"yibao run exited {process.returncode}: {process.communicate()}")
-            assert time.monotonic() < deadline, "yibao run did not start"
-            time.sleep(0.05)
         emulator.callback_url = f"http://127.0.0.1:{port}/wechat"
         return bot
 

@@ -6,8 +6,6 @@ be clicked once, per-member limits that drop silently, the directory)."""
 from __future__ import annotations
 
 import json
-import re
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from chat_process import BotProcess, clean_env, demo, free_port, yibao_command
+from chat_process import BotProcess, demo, free_port, start_run
 from wecom_emulator import Member, WecomEmulator
 
 from bot.crypto.pii import new_key_text
@@ -73,23 +71,9 @@ def start_bot(tmp_path: Path, redis_url: str, emulator: WecomEmulator) -> Iterat
             "YIBAO_ALERTS__POLL_SECONDS": "0.2",
             **env,
         }
-        process = subprocess.Popen(
-            [*yibao_command(), "run"],
-            cwd=tmp_path,
-            env=clean_env(**settings),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        process = start_run(tmp_path, settings, log, r"serving .*WeCom on ")
         bot = Bot(process, log, sms, port)
         bots.append(bot)
-        deadline = time.monotonic() + 30
-        while not re.search(r"serving .*WeCom on ", log.read_text() if log.exists() else ""):
-            if process.poll() is not None:
-                pytest.fail(f"yibao run exited {process.returncode}: {process.communicate()}")
-            assert time.monotonic() < deadline, "yibao run did not start"
-            time.sleep(0.05)
         emulator.callback_url = f"http://127.0.0.1:{port}/wecom"
         return bot
 
@@ -245,9 +229,12 @@ def test_an_alert_is_delivered_once_and_a_member_who_left_is_erased(
     bind(member, bot, "low_balance", zh=True, choose=False)
     before = len(member.inbox)
     member.says("/alert 50")
-    alert = member.wait_for("🔔", after=before, timeout=20)
-    assert alert.kind == "card"
-    assert [text for _, text in alert.options] == ["查余额", "关闭提醒"]
+    member.wait_for("🔔", after=before, timeout=20)
+    deadline = time.monotonic() + 10
+    while not [m for m in member.inbox[before:] if m.kind == "card"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    cards = [m for m in member.inbox[before:] if m.kind == "card"]  # the alert's card, or one right after it
+    assert [text for _, text in cards[-1].options] == ["查余额", "关闭提醒"]
     time.sleep(2.0)
     assert sum("🔔" in m.text for m in member.inbox) == 1
 
