@@ -14,12 +14,13 @@ import dataclasses
 import logging
 import signal
 import time
+from collections.abc import Awaitable, Callable
 
 from bot.app import StartupError, build_runtime
 from bot.config import Settings, read_secret
-from bot.http.server import HttpServer
+from bot.http.server import HttpServer, Readiness
 from dialogs.ports import Outlet
-from platforms.telegram.core import TelegramStartError
+from platforms.telegram.core import TelegramCore, TelegramStartError
 from platforms.telegram.engines import build_engine
 from platforms.telegram.options import Engine, TelegramOptions
 from platforms.telegram.webhook import webhook_routes
@@ -47,6 +48,19 @@ def telegram_options(settings: Settings, *, required: bool = True) -> TelegramOp
     )
 
 
+def telegram_check(core: TelegramCore) -> Callable[[], Awaitable[Readiness]]:
+    """``/readyz``'s ``telegram`` part: the token was accepted (``getMe`` answered at start)."""
+
+    async def check() -> Readiness:
+        return Readiness(True) if core.token_ok else Readiness(False, "the token was not accepted yet")
+
+    return check
+
+
+def http_server(settings: Settings) -> HttpServer:
+    return HttpServer(host=settings.http.listen_host, port=settings.http.listen_port)
+
+
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Serve until ``stop`` is set (or SIGTERM/SIGINT arrive)."""
     started = time.monotonic()
@@ -70,13 +84,19 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         except Exception as e:  # the token worked, so Telegram is there: say what failed, not a traceback
             raise StartupError(f"Telegram: setMyCommands failed ({type(e).__name__})") from None
         await engine.start()
+        if tg.mode == "webhook" or settings.http.always:
+            http = http_server(settings)
+            runtime.observe(http)
+            http.add_check("telegram", telegram_check(core))
         if tg.mode == "polling":
             await engine.start_polling()
+            if http is not None:
+                await http.start()
         else:
             secret = read_secret(tg.webhook_secret, tg.webhook_secret_file)
             assert secret is not None  # the settings model requires it
             assert tg.webhook_url is not None
-            http = HttpServer(host=settings.http.listen_host, port=settings.http.listen_port)
+            assert http is not None
             http.mount(webhook_routes(engine, path=tg.webhook_path, secret=secret.get_secret_value()))
             await http.start()
             await engine.register_webhook(tg.webhook_url, secret.get_secret_value())
@@ -120,8 +140,12 @@ async def work(settings: Settings, *, stop: asyncio.Event | None = None) -> None
     options = telegram_options(settings, required=False)
     runtime = await build_runtime(settings, show_sms=_no_sms, stop=stop)
     engine: Engine | None = None
+    http: HttpServer | None = None
     try:
         outlets: dict[str, Outlet] = {}
+        if settings.http.always:
+            http = http_server(settings)
+            runtime.observe(http)
         if options is None:
             log.warning("no telegram.token: checking only; alerts for Telegram users wait in the outbox")
         else:
@@ -130,11 +154,17 @@ async def work(settings: Settings, *, stop: asyncio.Event | None = None) -> None
             engine = build_engine(settings.telegram.engine, core, dataclasses.replace(options, webhook=True))
             await engine.initialize()
             outlets[core.platform] = core
+            if http is not None:
+                http.add_check("telegram", telegram_check(core))
+        if http is not None:
+            await http.start()
         log.info("alert worker started")
         await runtime.alert_worker(outlets).run(stop)
     except TelegramStartError as e:
         raise StartupError(str(e)) from None
     finally:
+        if http is not None:
+            await http.stop()
         if engine is not None:
             await engine.close()
         await runtime.aclose()

@@ -268,6 +268,8 @@ class AiogramEngine:
             global_rate=options.global_rate,
             per_chat_rate=options.per_chat_rate,
             max_retries=options.max_retries,
+            metrics=core.metrics,
+            platform=core.platform,
         )
         session.middleware(AiogramRateLimit(schedule))
         try:
@@ -287,6 +289,7 @@ class AiogramEngine:
             raise TelegramStartError("Telegram does not accept telegram.token") from None
         except TelegramAPIError as e:
             raise TelegramStartError(f"Telegram: {e.message}") from None
+        self.core.token_ok = True
 
     async def start(self) -> None:
         pass

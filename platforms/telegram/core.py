@@ -28,7 +28,7 @@ from typing import Protocol, TypeVar
 
 from dialogs.i18n import Catalogs
 from dialogs.models import Button, Inbound, Reply, UserKey
-from dialogs.ports import Undeliverable
+from dialogs.ports import NO_METRICS, ChatMetrics, Undeliverable
 from platforms.telegram.render import CAPTION_LIMIT, as_html, split_text
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,19 @@ T = TypeVar("T")
 Handler = Callable[[Inbound], Awaitable[Sequence[Reply]]]
 Unreachable = Callable[[UserKey], Awaitable[None]]
 
-COMMANDS = ("start", "balance", "history", "chart", "alert", "bind", "unbind", "lang", "help", "cancel")
+COMMANDS = (
+    "start",
+    "balance",
+    "history",
+    "chart",
+    "alert",
+    "bind",
+    "unbind",
+    "mydata",
+    "lang",
+    "help",
+    "cancel",
+)
 ALLOWED_UPDATES = ("message", "callback_query")
 
 
@@ -186,8 +198,12 @@ class TelegramCore:
         on_unreachable: Unreachable | None = None,
         default_locale: str = "zh",
         concurrency: int = 64,
+        metrics: ChatMetrics = NO_METRICS,
     ) -> None:
         self.handle = handle
+        self.metrics = metrics
+        self.token_ok = False
+        """The token was accepted (``getMe`` answered when the engine started): the readiness check."""
         self.catalogs = catalogs
         self.on_unreachable = on_unreachable
         self.default_locale = default_locale
@@ -276,6 +292,7 @@ class TelegramCore:
             "alert": t.gettext("Alert me when the balance is low"),
             "bind": t.gettext("Link my insurance account"),
             "unbind": t.gettext("Unlink and erase my data"),
+            "mydata": t.gettext("What Yibao keeps about me"),
             "lang": t.gettext("Language: /lang zh or /lang en"),
             "help": t.gettext("All commands"),
             "cancel": t.gettext("Leave what I am doing"),
@@ -302,6 +319,7 @@ class TelegramCore:
         except TelegramRefusal as e:
             raise Undeliverable(type(e).__name__) from None
         except SendTimedOut:
+            self.metrics.sent(self.platform, "timeout")
             log.warning("an unprompted message to %s timed out; it may have arrived, not sent again", user)
 
     async def send(
@@ -319,12 +337,16 @@ class TelegramCore:
                     text = f"{reply.deleted_note}\n\n{text}"
                 await self._send_one(chat_id, text, reply)
         except Blocked:
+            self.metrics.refused(self.platform, 403)
+            self.metrics.sent(self.platform, "blocked")
             log.info("tg:%s cannot be reached (blocked the bot, or gone)", chat_id)
             if self.on_unreachable is not None:
                 await self.on_unreachable(user_key(chat_id))
             if raise_refusals:
                 raise
         except Refused as e:
+            self.metrics.refused(self.platform, 400)
+            self.metrics.sent(self.platform, "refused")
             log.error("Telegram refused a reply to tg:%s: %s", chat_id, e)
             if raise_refusals:
                 raise
@@ -341,9 +363,11 @@ class TelegramCore:
                 as_html(caption[0]) if fits else None,
                 reply.buttons if fits else (),
             )
+            self.metrics.sent(self.platform, "ok")
             if fits:
                 return
         pieces = split_text(text)
         for n, piece in enumerate(pieces):
             last = n == len(pieces) - 1
             await bot.send_message(chat_id, as_html(piece), reply.buttons if last else ())
+            self.metrics.sent(self.platform, "ok")

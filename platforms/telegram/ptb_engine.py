@@ -270,6 +270,8 @@ class PtbEngine:
             global_rate=options.global_rate,
             per_chat_rate=options.per_chat_rate,
             max_retries=options.max_retries,
+            metrics=core.metrics,
+            platform=core.platform,
         )
         builder = (
             ApplicationBuilder()
@@ -305,6 +307,7 @@ class PtbEngine:
             raise TelegramStartError("Telegram does not accept telegram.token") from None
         except TelegramError as e:
             raise TelegramStartError(f"Telegram: {e.message}") from None
+        self.core.token_ok = True
 
     async def start(self) -> None:
         await self.app.start()
