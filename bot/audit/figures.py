@@ -10,16 +10,15 @@ per count: ``name|label|label`` -> integer. What is counted:
   ``inf`` for the rest): a compact histogram from which the percentiles are read;
 - ``insurer|<insurer>|<call>|<outcome>``: insurance platform calls by outcome (the error rates).
 
-Counts are added up in memory and written with ``HINCRBY`` in one pipeline at most every
-``flush_seconds`` (and at close), so a turn costs no extra round trip; a crash loses at most those
-seconds of counts, which only the operator's figures would miss.
+Counts are added up in memory and written with ``HINCRBY`` in one pipeline ``flush_seconds`` after
+the first count not yet written (and at close), so a turn costs no extra round trip; a crash loses
+at most those seconds of counts, which only the operator's figures would miss.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
@@ -56,8 +55,8 @@ class Figures:
         self.today = today
         self.flush_seconds = flush_seconds
         self._pending: Counter[tuple[str, str]] = Counter()
-        self._last_flush = time.monotonic()
         self._flushing: asyncio.Task[None] | None = None
+        """The one write scheduled (it waits ``flush_seconds``, then writes), if any."""
 
     def add(self, name: str, *labels: str, n: int = 1) -> None:
         """Count ``n`` of ``name`` with these labels (closed words, never a user) today."""
@@ -69,23 +68,24 @@ class Figures:
         self.add("answer", platform, latency_bucket(seconds))
 
     def _maybe_flush(self) -> None:
-        if self._flushing is not None or time.monotonic() - self._last_flush < self.flush_seconds:
+        if self._flushing is not None:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        self._flushing = loop.create_task(self._flush_then_clear())
+        self._flushing = loop.create_task(self._flush_later())
 
-    async def _flush_then_clear(self) -> None:
+    async def _flush_later(self) -> None:
         try:
+            await asyncio.sleep(self.flush_seconds)
+            self._flushing = None
             await self.flush()
         finally:
             self._flushing = None
 
     async def flush(self) -> None:
         """Write what was counted; on failure the counts stay in memory for the next try."""
-        self._last_flush = time.monotonic()
         if not self._pending:
             return
         batch, self._pending = self._pending, Counter()
@@ -98,13 +98,18 @@ class Figures:
             pipe.expire(self.keys.figures(day), KEEP_DAYS * 86400)
         try:
             await pipe.execute()
-        except Exception as e:
+        except BaseException as e:  # cancelled too (a close while it writes): kept for the close's write
             self._pending.update(batch)
+            if not isinstance(e, Exception):
+                raise
             log.warning("could not write the daily figures (%s); kept for the next try", type(e).__name__)
 
     async def aclose(self) -> None:
-        if self._flushing is not None:
-            await asyncio.gather(self._flushing, return_exceptions=True)
+        """Write what is left now (the scheduled write is cancelled while it waits)."""
+        task, self._flushing = self._flushing, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         await self.flush()
 
     async def read(self, days: int, until: date | None = None) -> Counter[str]:

@@ -96,16 +96,22 @@ def draw(report: StatsReport) -> bytes:
             alert_values.append(n)
     _bars(d, alert_labels, alert_values, "Alerts sent / deferred / dropped", "#DD8452")
 
-    e.set_title("Answer latency percentiles (ms, at most)", fontsize=10, loc="left")
+    e.set_title("Answer latency percentiles (ms, at most: the histogram bucket)", fontsize=10, loc="left")
     rows = [(chat, lat) for chat, lat in sorted(report.latency.items()) if lat["p50"] is not None]
     if rows:
         width = 0.8 / 3
+        top = 1.0
         for i, (name, color) in enumerate((("p50", "#64B5CD"), ("p90", "#4C72B0"), ("p99", "#2A3F6B"))):
             levels = [float(lat[name]) if lat[name] != "inf" else 20000.0 for _, lat in rows]
-            e.bar([x + (i - 1) * width for x in range(len(rows))], levels, width, color=color, label=name)
-        e.set_yscale("log")
+            xs_ = [x + (i - 1) * width for x in range(len(rows))]
+            e.bar(xs_, levels, width, color=color, label=name)
+            for x, level, (_, lat) in zip(xs_, levels, rows, strict=True):
+                e.text(x, level, f"≤{lat[name]}", ha="center", va="bottom", fontsize=7)
+            top = max(top, *levels)
+        e.set_ylim(0, top * 1.2)
         e.set_xticks(range(len(rows)))
         e.set_xticklabels([f"{chat} (n={lat['count']})" for chat, lat in rows], fontsize=8)
+        e.set_ylabel("ms", fontsize=8)
         e.legend(fontsize=8, frameon=False)
         e.spines[["top", "right"]].set_visible(False)
     else:
