@@ -272,6 +272,7 @@ class _Turn(BindingFlow, AccountFlow, AlertFlow):
                 "/history — latest payments (/history 30 for more) · /chart — the last 12 months\n"
                 "/alert 100 — alert me below ¥100 · /alert — show · /alert off — turn off\n"
                 "/unbind — unlink and erase my data\n"
+                "/mydata — what I keep about you\n"
                 "/lang zh or /lang en — language\n"
                 "/cancel — leave the current step\n"
                 'You can also just ask: "how much is left?", "how much did I spend last month?", '
@@ -283,6 +284,7 @@ class _Turn(BindingFlow, AccountFlow, AlertFlow):
                 "/balance — this year's pooled fund\n"
                 "/history — latest payments (/history 30 for more) · /chart — the last 12 months\n"
                 "/unbind — unlink and erase my data\n"
+                "/mydata — what I keep about you\n"
                 "/lang zh or /lang en — language\n"
                 "/cancel — leave the current step\n"
                 'You can also just ask: "how much is left?", "how much did the pooled fund pay this year?".'
