@@ -107,10 +107,14 @@ class Conversation:
             if outcome is None:
                 outcome = await self.store.update(inbound.user, partial(self.step, inbound=inbound))
         except Exception as e:
-            if isinstance(e, StoreUnavailable):  # said once by the store, not once per message
+            unavailable = isinstance(e, StoreUnavailable)
+            if unavailable:  # said once by the store, not once per message
                 log.debug("update for %s not handled: the store is unavailable", inbound.user)
             else:
                 log.exception("update failed for %s", inbound.user)
+            if self.events is not None:
+                cause = "store_unavailable" if unavailable else "error"
+                await self.events.record(inbound.user, (Event(kind=EventKind.ANSWER_FAILED, reason=cause),))
             t = self.catalogs.get(normalize_locale(inbound.locale) or self.settings.default_locale)
             return (
                 Reply(

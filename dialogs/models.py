@@ -157,6 +157,8 @@ class EventKind(StrEnum):
     """This turn's failure paused binding (the user's own limit, or the ID number's)."""
     UNBOUND = "unbound"
     """The user was erased from the chat (/unbind)."""
+    ANSWER_FAILED = "answer_failed"
+    """The message got the apology: ``store_unavailable`` or ``error`` (counted, not audited)."""
 
 
 class Event(_Frozen):

@@ -61,3 +61,5 @@ class EventRecorder:
             case EventKind.UNBOUND:
                 metrics.UNBINDS.labels(platform).inc()
                 metrics.ERASURES.labels("chat").inc()
+            case EventKind.ANSWER_FAILED:
+                metrics.ANSWER_FAILURES.labels(platform, event.reason).inc()

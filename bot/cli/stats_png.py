@@ -100,15 +100,15 @@ def draw(report: StatsReport) -> bytes:
     rows = [(chat, lat) for chat, lat in sorted(report.latency.items()) if lat["p50"] is not None]
     if rows:
         width = 0.8 / 3
-        top = 1.0
+        highest = 1.0
         for i, (name, color) in enumerate((("p50", "#64B5CD"), ("p90", "#4C72B0"), ("p99", "#2A3F6B"))):
             levels = [float(lat[name]) if lat[name] != "inf" else 20000.0 for _, lat in rows]
-            xs_ = [x + (i - 1) * width for x in range(len(rows))]
-            e.bar(xs_, levels, width, color=color, label=name)
-            for x, level, (_, lat) in zip(xs_, levels, rows, strict=True):
-                e.text(x, level, f"≤{lat[name]}", ha="center", va="bottom", fontsize=7)
-            top = max(top, *levels)
-        e.set_ylim(0, top * 1.2)
+            where = [n + (i - 1) * width for n in range(len(rows))]
+            e.bar(where, levels, width, color=color, label=name)
+            for at, level, (_, lat) in zip(where, levels, rows, strict=True):
+                e.text(at, level, f"≤{lat[name]}", ha="center", va="bottom", fontsize=7)
+            highest = max(highest, *levels)
+        e.set_ylim(0, highest * 1.2)
         e.set_xticks(range(len(rows)))
         e.set_xticklabels([f"{chat} (n={lat['count']})" for chat, lat in rows], fontsize=8)
         e.set_ylabel("ms", fontsize=8)

@@ -51,6 +51,7 @@ from platforms.telegram.core import (
     SendTimedOut,
     TelegramCore,
     TelegramStartError,
+    TokenRejected,
 )
 from platforms.telegram.options import Claims, TelegramOptions
 from platforms.telegram.ratelimit import NETWORK, RetryAfter, SendSchedule, Verdict
@@ -124,6 +125,8 @@ def _markup(buttons: Sequence[Button]) -> InlineKeyboardMarkup | None:
 async def _mapped(call: Awaitable[Any]) -> Any:
     try:
         return await call
+    except TelegramUnauthorizedError as e:
+        raise TokenRejected(e.message) from None
     except TelegramForbiddenError as e:
         raise Blocked(e.message) from None
     except (TelegramBadRequest, TelegramNotFound) as e:

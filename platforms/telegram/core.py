@@ -3,7 +3,7 @@
 An engine (``ptb_engine``: python-telegram-bot 22; ``aiogram_engine``: aiogram 3) turns its
 library's updates into ``MessageIn`` / ``ButtonIn`` and hands them to ``TelegramCore``, and does the
 calls ``TelegramCore`` asks for through the ``BotCalls`` it implements, raising ``Blocked``,
-``Refused`` or ``SendTimedOut`` for Telegram's refusals. What the core owns, the same on both:
+``Refused``, ``SendTimedOut`` or ``TokenRejected`` for Telegram's refusals. What the core owns, the same on both:
 
 - private chats only: a message or a pressed button becomes an ``Inbound`` for ``tg:<user id>`` in
   the user's ``language_code``; in a group a command only points people to a private chat;
@@ -70,6 +70,11 @@ class Blocked(TelegramRefusal):
 
 class Refused(TelegramRefusal):
     """400: a request Telegram will never accept (the chat is gone, the text is malformed...)."""
+
+
+class TokenRejected(Exception):
+    """401: Telegram no longer accepts the token (revoked in @BotFather). Not the user's fault: an
+    unprompted message stays to be tried again; ``/readyz`` says not ready until a call works."""
 
 
 class TelegramStartError(Exception):
@@ -336,6 +341,13 @@ class TelegramCore:
                 if i == 0 and note_deleted and reply.deleted_note:
                     text = f"{reply.deleted_note}\n\n{text}"
                 await self._send_one(chat_id, text, reply)
+        except TokenRejected:
+            self.token_ok = False
+            self.metrics.refused(self.platform, 401)
+            self.metrics.sent(self.platform, "token_rejected")
+            log.error("Telegram rejects the bot's token (401): nothing can be sent until it is replaced")
+            if raise_refusals:
+                raise
         except Blocked:
             self.metrics.refused(self.platform, 403)
             self.metrics.sent(self.platform, "blocked")
@@ -363,11 +375,15 @@ class TelegramCore:
                 as_html(caption[0]) if fits else None,
                 reply.buttons if fits else (),
             )
-            self.metrics.sent(self.platform, "ok")
+            self._sent()
             if fits:
                 return
         pieces = split_text(text)
         for n, piece in enumerate(pieces):
             last = n == len(pieces) - 1
             await bot.send_message(chat_id, as_html(piece), reply.buttons if last else ())
-            self.metrics.sent(self.platform, "ok")
+            self._sent()
+
+    def _sent(self) -> None:
+        self.metrics.sent(self.platform, "ok")
+        self.token_ok = True  # a call went through: the token works (again)

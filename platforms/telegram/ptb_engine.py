@@ -56,6 +56,7 @@ from platforms.telegram.core import (
     SendTimedOut,
     TelegramCore,
     TelegramStartError,
+    TokenRejected,
 )
 from platforms.telegram.options import Claims, TelegramOptions
 from platforms.telegram.ptb_request import AiohttpRequest
@@ -125,6 +126,8 @@ def _markup(buttons: Sequence[Button]) -> InlineKeyboardMarkup | None:
 async def _mapped(call: Awaitable[Any]) -> Any:
     try:
         return await call
+    except InvalidToken as e:
+        raise TokenRejected(e.message) from None
     except Forbidden as e:
         raise Blocked(e.message) from None
     except BadRequest as e:

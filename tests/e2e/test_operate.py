@@ -229,6 +229,16 @@ def test_operating_yibao(scene: Scene) -> None:
     other = scene.emulator.user(OTHER, language_code="en")
     scene.emulator.fail_next("sendMessage", status=403, description="Forbidden: bot was blocked by the user")
     other.says("/help")
+    # a token Telegram stops accepting: not ready until a call goes through again
+    scene.emulator.fail_next("sendMessage", status=401, description="Unauthorized", chat_id=OTHER)
+    other.says("/help")
+    deadline = time.monotonic() + 10
+    while httpx.get(run.url("/readyz"), timeout=5).status_code == 200:
+        assert time.monotonic() < deadline, "/readyz stayed ready with a rejected token"
+        time.sleep(0.1)
+    assert httpx.get(run.url("/readyz"), timeout=5).json()["checks"]["telegram"]["ok"] is False
+    converse(other, "/help", "Commands")
+    assert httpx.get(run.url("/readyz"), timeout=5).status_code == 200
 
     after = scrape(run)
 
@@ -255,6 +265,7 @@ def test_operating_yibao(scene: Scene) -> None:
     assert moved("yibao_chat_sends_total", platform="tg", result="blocked") == 1
     assert moved("yibao_chat_api_refusals_total", platform="tg", status="429") == 1
     assert moved("yibao_chat_api_refusals_total", platform="tg", status="403") == 1
+    assert moved("yibao_chat_api_refusals_total", platform="tg", status="401") == 1
     assert moved("yibao_chat_rate_limit_wait_seconds_count", platform="tg") >= 9
 
     round_ = scrape(worker)
@@ -292,6 +303,10 @@ def test_operating_yibao(scene: Scene) -> None:
     assert down.status_code == 503
     assert down.json()["checks"]["redis"]["ok"] is False
     assert down.json()["checks"]["telegram"]["ok"] is True
+    converse(zh, "/balance", "出了点问题")  # the apology, counted
+    failures = scrape(run)
+    assert value(failures, "yibao_answer_failures_total", platform="tg", cause="store_unavailable") == 1
+    assert value(failures, "yibao_redis_errors_total") >= 1
     scene.redis.start()
     deadline = time.monotonic() + 10
     while httpx.get(run.url("/readyz"), timeout=10).status_code != 200:
