@@ -81,6 +81,7 @@ class Runtime:
     audit: AuditTrail | None = None
     subject: SubjectData | None = None
     _closed: bool = field(default=False, repr=False)
+    _outbox_seen: set[str] = field(default_factory=lambda: {"tg"}, repr=False)
 
     async def handle(self, inbound: Inbound) -> tuple[Reply, ...]:
         """The conversation's answer to one message, counted and timed (``yibao_updates_total``,
@@ -127,7 +128,7 @@ class Runtime:
     async def refresh_gauges(self) -> None:
         """Gauges read when scraped: the breakers, and each chat platform's outbox depth and age."""
         self.insurance.breaker_states()
-        platforms = ("tg", "console", "wx", "wecom")
+        platforms = metrics.CHAT_PLATFORMS
         pipe = self.redis.pipeline(transaction=False)
         for p in platforms:
             pipe.xlen(self.keys.outbox(p))
@@ -137,8 +138,9 @@ class Runtime:
         now_ms = time.time() * 1000
         for i, p in enumerate(platforms):
             depth, later, first = answers[3 * i : 3 * i + 3]
-            if not depth and not later and p not in ("tg", "console"):
-                continue
+            if not depth and not later and p not in self._outbox_seen:
+                continue  # a platform never used here: no series of zeros for it
+            self._outbox_seen.add(p)
             metrics.OUTBOX_DEPTH.labels(p).set(int(depth) + int(later))
             age = 0.0
             if first:

@@ -176,6 +176,10 @@ OUTBOX_OLDEST_AGE = Gauge(
 AUDIT_RECORDS = Counter("yibao_audit_records_total", "Audit records written, by action.", ["action"])
 
 
+CHAT_PLATFORMS = ("tg", "console", "wx", "wecom")
+"""The chat platforms whose outbox gauges are read at scrape time (a new one adds its prefix)."""
+
+
 def platform_of(user: str) -> str:
     """The chat platform of a user key (``tg:123`` -> ``tg``); a label, never the user."""
     head, sep, _ = user.partition(":")

@@ -45,6 +45,9 @@ from dialogs.ports import HeldItem
 log = logging.getLogger(__name__)
 
 _PAGE = 1000
+SCAN_LIMIT = 20_000
+"""``/mydata`` looks at most this far into a shared alert stream (an outbox in a big round holds
+hundreds of thousands); the erasure reads them whole."""
 
 
 def mask_name(name: str) -> str:
@@ -101,10 +104,10 @@ class SubjectData:
         if due is not None:
             value = "as soon as possible" if float(due) <= 0 else self._when(float(due) / 1000)
             items.append(HeldItem("schedule", value, "until_unbind"))
-        waiting = len(await self._outbox_entries(user))
+        waiting = len(await self._outbox_entries(user, SCAN_LIMIT))
         if waiting:
             items.append(HeldItem("outbox", str(waiting), "until_sent"))
-        dropped = len(await self._stream_entries(k.outbox_dropped(), user))
+        dropped = len(await self._stream_entries(k.outbox_dropped(), user, SCAN_LIMIT))
         if dropped:
             items.append(HeldItem("alerts.dropped", str(dropped), "capped"))
         return tuple(items)
@@ -197,19 +200,21 @@ class SubjectData:
 
     # -- the shared alert keys -----------------------------------------------------------------
 
-    async def _stream_entries(self, stream: str, user: UserKey) -> list[bytes]:
+    async def _stream_entries(self, stream: str, user: UserKey, limit: int | None = None) -> list[bytes]:
         found: list[bytes] = []
         start = "-"
         want = user.encode()
+        read = 0
         while True:
             page: Any = await self.redis.xrange(stream, min=start, max="+", count=_PAGE)
             found += [entry_id for entry_id, fields in page if fields.get(b"user") == want]
-            if len(page) < _PAGE:
+            read += len(page)
+            if len(page) < _PAGE or (limit is not None and read >= limit):
                 return found
             start = "(" + page[-1][0].decode()
 
-    async def _outbox_entries(self, user: UserKey) -> list[bytes]:
-        return await self._stream_entries(self.keys.outbox(chat_platform(user)), user)
+    async def _outbox_entries(self, user: UserKey, limit: int | None = None) -> list[bytes]:
+        return await self._stream_entries(self.keys.outbox(chat_platform(user)), user, limit)
 
     async def _later(self, user: UserKey) -> list[bytes]:
         records: Any = await self.redis.zrange(self.keys.outbox_later(chat_platform(user)), 0, -1)
