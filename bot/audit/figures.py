@@ -21,7 +21,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, tzinfo
 
 from redis.asyncio import Redis
 
@@ -125,8 +125,6 @@ class Figures:
         return total
 
 
-def local_today(tz: object) -> Callable[[], date]:
-    from zoneinfo import ZoneInfo
-
-    zone = tz if isinstance(tz, ZoneInfo) else ZoneInfo(str(tz))
-    return lambda: datetime.now(zone).date()
+def local_today(tz: tzinfo) -> Callable[[], date]:
+    """Today in ``tz`` (``general.timezone``): the day a count belongs to."""
+    return lambda: datetime.now(tz).date()

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
@@ -297,11 +296,3 @@ class SubjectData:
 
 def _seconds(pttl: int) -> int | None:
     return max(0, int(pttl) // 1000) if pttl is not None and int(pttl) > 0 else None
-
-
-def as_json(data: dict[str, Any]) -> str:
-    return json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True)
-
-
-def item_values(items: Iterable[HeldItem]) -> list[str]:
-    return [i.value for i in items]
