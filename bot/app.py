@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import os
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -18,25 +19,33 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
+from bot import logs, metrics
 from bot.alerts.worker import AlertWorker
+from bot.audit.events import EventRecorder
+from bot.audit.figures import Figures, local_today
+from bot.audit.trail import AuditTrail, user_hash
 from bot.charts.drawing import MatplotlibCharts
 from bot.clock import SystemClock
 from bot.config import PlatformSettings, Settings, read_secret
 from bot.crypto.pii import PiiCipher, load_or_create_key, parse_key
+from bot.http.server import HttpServer, Readiness
 from bot.identity.otp import OtpLimits, OtpService
 from bot.identity.sms import ConsoleSmsGateway, FileSmsGateway, ShowSms, SmsGateway
-from bot.insurers.registry import Platform, PlatformRegistry
+from bot.insurers.registry import CallSeen, Platform, PlatformRegistry
 from bot.logs import pseudonymize_with
+from bot.privacy.subject import SubjectData
 from bot.storage.codec import StateCodec
 from bot.storage.embedded_redis import EmbeddedRedis
 from bot.storage.health import RedisHealth, redacted_url, wait_for_redis
 from bot.storage.keys import Keys
+from bot.storage.metered import meter
 from bot.storage.store import RedisStore
 from bot.storage.wechat import RedisTokenStore, RedisWechatState
 from bot.storage.wecom import RedisWecomState
 from dialogs.i18n import Catalogs
-from dialogs.machine import Conversation, DialogSettings
-from dialogs.models import Outcome, PlatformName, Session, UserKey, UserState
+from dialogs.intents import normalize, parse_command
+from dialogs.machine import KNOWN_COMMANDS, Conversation, DialogSettings
+from dialogs.models import Inbound, Outcome, PlatformName, Reply, Session, UserKey, UserState
 from dialogs.ports import Clock, Outlet, PlatformInfo
 from insurance.client import ClientPolicy, HttpPlatformClient
 from insurance.sandbox import SandboxPlatform
@@ -77,17 +86,86 @@ class Runtime:
     clients: dict[str, HttpPlatformClient] = field(default_factory=dict)
     sandboxes: dict[str, SandboxPlatform] = field(default_factory=dict)
     """The in-process sandbox platforms by name, for the demo's and the tests' admin moves."""
+    figures: Figures | None = None
+    audit: AuditTrail | None = None
+    subject: SubjectData | None = None
     _closed: bool = field(default=False, repr=False)
+    _outbox_seen: set[str] = field(default_factory=lambda: {"tg"}, repr=False)
+
+    async def handle(self, inbound: Inbound) -> tuple[Reply, ...]:
+        """The conversation's answer to one message, counted and timed (``yibao_updates_total``,
+        ``yibao_answer_seconds``, the daily latency figures) by the user key's platform. This is
+        what every chat platform is given to call, so a new one reports by its user keys alone."""
+        platform = metrics.platform_of(inbound.user)
+        start = time.perf_counter()
+        replies = await self.conversation.handle(inbound)
+        seconds = time.perf_counter() - start
+        cmd = parse_command(normalize(inbound.text))
+        kind = "text" if cmd is None else cmd.name if cmd.name in KNOWN_COMMANDS else "other"
+        metrics.UPDATES.labels(platform, kind).inc()
+        metrics.ANSWER_SECONDS.labels(platform).observe(seconds)
+        if self.figures is not None:
+            self.figures.answered(platform, seconds)
+        return replies
+
+    def observe(self, server: HttpServer) -> None:
+        """Register this runtime's readiness checks (``redis``, ``insurance``) and scrape-time gauges
+        (breakers, outbox depth and age) on the process's HTTP server. A chat platform registers
+        its own check (``telegram``: its token was accepted) beside them."""
+        server.add_check("redis", self._redis_ready)
+        server.add_check("insurance", self._insurance_ready)
+        server.before_scrape.append(self.refresh_gauges)
+
+    async def _redis_ready(self) -> Readiness:
+        try:
+            await self.redis.ping()
+        except Exception as e:
+            return Readiness(False, f"no answer ({type(e).__name__})")
+        return Readiness(True)
+
+    async def _insurance_ready(self) -> Readiness:
+        states = self.insurance.breaker_states()
+        if not states:  # clients without a breaker (a test's): nothing says they are down
+            return Readiness(True)
+        closed = sorted(name for name, state in states.items() if state == "closed")
+        if closed:
+            return Readiness(True, "closed: " + ", ".join(closed))
+        return Readiness(
+            False, "every breaker is open: " + ", ".join(f"{n} {s}" for n, s in sorted(states.items()))
+        )
+
+    async def refresh_gauges(self) -> None:
+        """Gauges read when scraped: the breakers, and each chat platform's outbox depth and age."""
+        self.insurance.breaker_states()
+        platforms = metrics.CHAT_PLATFORMS
+        pipe = self.redis.pipeline(transaction=False)
+        for p in platforms:
+            pipe.xlen(self.keys.outbox(p))
+            pipe.zcard(self.keys.outbox_later(p))
+            pipe.xrange(self.keys.outbox(p), count=1)
+        answers = await pipe.execute()
+        now_ms = time.time() * 1000
+        for i, p in enumerate(platforms):
+            depth, later, first = answers[3 * i : 3 * i + 3]
+            if not depth and not later and p not in self._outbox_seen:
+                continue  # a platform never used here: no series of zeros for it
+            self._outbox_seen.add(p)
+            metrics.OUTBOX_DEPTH.labels(p).set(int(depth) + int(later))
+            age = 0.0
+            if first:
+                age = max(0.0, (now_ms - int(first[0][0].split(b"-")[0])) / 1000)
+            metrics.OUTBOX_OLDEST_AGE.labels(p).set(age)
 
     def telegram_core(self) -> TelegramCore:
         """Yibao's Telegram platform over this runtime, for an engine of ``yibao run`` or a host's bot
         to drive; also the ``Outlet`` its alerts go through."""
         return TelegramCore(
-            self.conversation.handle,
+            self.handle,
             catalogs=self.conversation.catalogs,
             on_unreachable=self.store.mark_unreachable,
             default_locale=self.settings.general.default_locale,
             concurrency=self.settings.telegram.concurrent_updates,
+            metrics=metrics.ChatMeter(),
         )
 
     def wechat_core(self) -> tuple[WechatCore, CallbackGuard]:
@@ -112,6 +190,7 @@ class Runtime:
             stable_token=wx.token_endpoint == "stable_token",  # noqa: S105 - an endpoint name
             send_rate=wx.send_rate,
         )
+        api.metrics = metrics.ChatMeter()
         template = None
         if wx.alert_template_id is not None:
             fields = {
@@ -122,7 +201,7 @@ class Runtime:
             }
             template = AlertTemplate(wx.alert_template_id, fields, long_term=wx.alert_template_long_term)
         core = WechatCore(
-            self.conversation.handle,
+            self.handle,
             api=api,
             state=state,
             catalogs=self.conversation.catalogs,
@@ -172,8 +251,9 @@ class Runtime:
             ),
             send_rate=wc.send_rate,
         )
+        api.metrics = metrics.ChatMeter()
         core = WecomCore(
-            self.conversation.handle,
+            self.handle,
             api=api,
             state=state,
             catalogs=self.conversation.catalogs,
@@ -185,13 +265,19 @@ class Runtime:
         return core, CallbackGuard(token.get_secret_value(), state, crypto=crypto, namespace="wecom")
 
     async def erase_user(self, user: UserKey) -> None:
-        """Everything kept about ``user`` erased, as ``/unbind`` does (the chat platform says they
-        are gone: a member who left the company)."""
+        """Everything kept about ``user`` erased, as ``admin erase`` does, and audited (``erased``,
+        from the chat platform): it says they are gone (a WeCom member who left the company, or is
+        outside the app's visible range)."""
+        if self.subject is not None:
+            await self.subject.erase(self.store, user)
+        else:
 
-        async def erase(_state: UserState) -> Outcome:
-            return Outcome(replies=(), session=Session(), erase=True)
+            async def erase(_state: UserState) -> Outcome:
+                return Outcome(replies=(), session=Session(), erase=True)
 
-        await self.store.update(user, erase)
+            await self.store.update(user, erase)
+        if self.audit is not None:
+            await self.audit.record("erased", user, source=metrics.platform_of(user), reason="left_platform")
         log.warning("erased everything kept about %s: the chat platform says they are gone", user)
 
     def alert_worker(self, outlets: Mapping[str, Outlet], *, checks: bool = True) -> AlertWorker:
@@ -210,12 +296,15 @@ class Runtime:
             outlets=outlets,
             checks=checks,
             health=self.health,
+            figures=self.figures,
         )
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self.figures is not None:
+            await self.figures.aclose()
         for client in self.clients.values():
             await client.aclose()
         await self.redis.aclose()
@@ -248,7 +337,8 @@ def _client(url: str) -> Redis:
     callers retry on their own terms (the start-up wait, the alert loops, the sender's record), a
     message gets its apology at once, and a record waiting for Redis is in within moments of its
     return (redis-py's default, 10 retries up to 1 s apart, would hold it a few seconds longer)."""
-    return Redis.from_url(url, retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.25), 3))
+    client = Redis.from_url(url, retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.25), 3))
+    return meter(client)
 
 
 def open_redis(settings: Settings) -> tuple[Redis, EmbeddedRedis | None, str]:
@@ -284,7 +374,7 @@ def _policy(p: PlatformSettings) -> ClientPolicy:
 
 
 def build_platforms(
-    settings: Settings, clock: Clock
+    settings: Settings, clock: Clock, on_call: CallSeen | None = None
 ) -> tuple[PlatformRegistry, dict[str, HttpPlatformClient], dict[str, SandboxPlatform]]:
     """A client per configured platform. A ``sandbox`` platform is served in-process through
     httpx's ASGI transport, over the same client, signing and contract as a remote one."""
@@ -323,7 +413,7 @@ def build_platforms(
         clients[p.name] = client
         info = PlatformInfo(name=PlatformName(p.name), label=p.label or p.name, regions=tuple(p.regions))
         platforms.append(Platform(info, client))
-    return PlatformRegistry(platforms), clients, sandboxes
+    return PlatformRegistry(platforms, on_call=on_call), clients, sandboxes
 
 
 async def build_runtime(
@@ -348,6 +438,7 @@ async def build_runtime(
     key = pii_key(settings)
     cipher = PiiCipher(key)
     pseudonymize_with(key)
+    logs.set_user_hasher(lambda user: user_hash(cipher, user))
     gateway = sms_gateway(settings, clock, show_sms)
     embedded = None
     where = "the given client"
@@ -387,7 +478,14 @@ async def build_runtime(
         limits=from_settings(OtpLimits, o),
         signature=settings.sms.signature,
     )
-    insurance, clients, sandboxes = build_platforms(settings, clock)
+    figures = Figures(redis, keys=keys, today=local_today(tz))
+
+    def call_seen(insurer: str, call: str, outcome: str, seconds: float) -> None:
+        figures.add("insurer", insurer, call, outcome)
+
+    insurance, clients, sandboxes = build_platforms(settings, clock, call_seen)
+    audit = AuditTrail(redis, keys=keys, cipher=cipher, keep=settings.audit.keep, file=settings.audit.file)
+    subject = SubjectData(redis, keys=keys, codec=store.codec, cipher=cipher, tz=tz)
     conversation = Conversation(
         store=store,
         insurance=insurance,
@@ -403,6 +501,8 @@ async def build_runtime(
             balance_cache_seconds=settings.insurance.balance_cache_seconds,
         ),
         charts=MatplotlibCharts(),
+        events=EventRecorder(figures=figures, audit=audit),
+        inventory=subject,
     )
     return Runtime(
         settings,
@@ -416,4 +516,7 @@ async def build_runtime(
         health=health,
         clients=clients,
         sandboxes=sandboxes,
+        figures=figures,
+        audit=audit,
+        subject=subject,
     )

@@ -263,6 +263,18 @@ class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     file: Path | None = None
     """Empty: stderr, except ``yibao chat``, which logs to ``general.data_dir/yibao.log``."""
+    format: Literal["text", "json"] = "text"
+    """``json``: one JSON object a line (time, level, logger, event, platform, user), the user as a
+    keyed hash; never a name, ID number, phone, code, chat id or message text."""
+
+
+class AuditSettings(_Section):
+    """The audit trail: binds, unbinds, lockouts, erasures and exports, who as a keyed hash."""
+
+    keep: Annotated[int, Field(ge=1000, le=100_000_000)] = 100_000
+    """Records kept in the Redis stream (about; the oldest go first)."""
+    file: Path | None = None
+    """Also append every record here, one JSON line each (0600), kept as long as the operator keeps it."""
 
 
 class ConsoleSettings(_Section):
@@ -272,11 +284,14 @@ class ConsoleSettings(_Section):
 
 class HttpSettings(_Section):
     """The process's one HTTP server: every platform that takes requests from outside (the Telegram
-    webhook today) is served on it, with ``GET /healthz`` beside them. It runs only when a platform
-    needs it (``telegram.mode = "webhook"``)."""
+    webhook today) is served on it, with ``GET /healthz``, ``/readyz`` and ``/metrics`` beside them.
+    It runs when a platform needs it (``telegram.mode = "webhook"``), or always with ``always``."""
 
     listen_host: str = "127.0.0.1"
     listen_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    always: bool = False
+    """Serve ``/healthz``, ``/readyz`` and ``/metrics`` even when no platform needs inbound HTTP:
+    ``yibao run`` polling, ``yibao worker``. (With a webhook they are served anyway.)"""
 
 
 class TelegramSettings(_Section):
@@ -486,6 +501,7 @@ class Settings(BaseSettings):
     insurance: InsuranceSettings = InsuranceSettings()
     alerts: AlertSettings = AlertSettings()
     logging: LoggingSettings = LoggingSettings()
+    audit: AuditSettings = AuditSettings()
     console: ConsoleSettings = ConsoleSettings()
     http: HttpSettings = HttpSettings()
     telegram: TelegramSettings = TelegramSettings()

@@ -4,20 +4,31 @@ Yibao's own code logs only user keys and masked forms. The redacting filter sits
 it also covers third-party loggers and exception texts (a validation error quoting its input, say):
 anything shaped like a Resident ID number or a mainland mobile number is masked before it is written.
 
-WeChat's openids are the people's ids on a platform that guards them, and a WeCom userid is often the
-employee's name in pinyin: a user key ``wx:<openid>`` is written as ``wx:#<keyed hash>``, and
-``wecom:<corp>:<userid>`` as ``wecom:<corp>:#<keyed hash>`` (the same person, the same hash, in every
-instance's log, keyed with the operator's key so it cannot be reversed by trying ids), once
-``build_runtime`` gave the key.
+In text lines, WeChat's openids (the people's ids on a platform that guards them) and WeCom's userids
+(often the employee's name in pinyin) are never written either: a user key ``wx:<openid>`` is written
+as ``wx:#<keyed hash>``, and ``wecom:<corp>:<userid>`` as ``wecom:<corp>:#<keyed hash>`` (the same
+person, the same hash, in every instance's log, keyed with the operator's key so it cannot be
+reversed by trying ids), once ``build_runtime`` gave the key.
+
+``logging.format = "json"`` writes one JSON object a line: ``time`` (UTC), ``level``, ``logger``,
+``event`` (the message, redacted), ``platform`` and ``user``. Every user key in the message
+(``tg:123``, ``console:local``, ``wx:<openid>``, ``wecom:<corp>:<userid>``: the prefixes in
+``USER_PREFIXES``) is replaced by ``u:<keyed hash>``, the hash the audit trail names users by, so a
+chat id or an openid never reaches the log; an exception is its type and where it was raised, never
+its message (which may quote what a user typed).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import re
 import sys
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from dialogs.masking import mask_id_number, mask_phone
@@ -46,6 +57,27 @@ def _pseudonymize(m: re.Match[str]) -> str:
     return f"wecom:{m.group(2)}:#{pseudonym(m.group(3))}"
 
 
+USER_PREFIXES = ("tg", "console", "wx", "wecom")
+"""The chat platforms' user key prefixes; a new platform adds its own here."""
+_USER_KEY = re.compile(
+    r"(?<![A-Za-z0-9])(" + "|".join(USER_PREFIXES) + r"):((?:[A-Za-z0-9]{1,32}:)?[A-Za-z0-9_.@\-]{1,64})"
+)
+
+UserHasher = Callable[[str], str]
+_hasher: list[UserHasher] = []
+
+
+def set_user_hasher(hasher: UserHasher | None) -> None:
+    """How JSON lines name a user (the runtime sets the audit trail's keyed hash once it has the key)."""
+    _hasher.clear()
+    if hasher is not None:
+        _hasher.append(hasher)
+
+
+def _hash_user(user: str) -> str:
+    return f"u:{_hasher[0](user)}" if _hasher else "u:?"
+
+
 def redact(text: str) -> str:
     text = _PSEUDONYMIZED.sub(_pseudonymize, text)
     text = _ID.sub(lambda m: mask_id_number(m.group()), text)
@@ -57,8 +89,37 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
-def setup_logging(level: str, file: Path | None) -> logging.Handler:
-    """Route all logging to ``file`` (created 0600) or stderr, redacted. Returns the handler."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line, with user keys hashed (see the module's docstring)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: its template, never its arguments
+            message = str(record.msg)
+        users = _USER_KEY.findall(message)
+        event = redact(_USER_KEY.sub(lambda m: _hash_user(m.group(0)), message))
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "event": event,
+        }
+        platform = getattr(record, "platform", None) or (users[0][0] if users else None)
+        if platform:
+            line["platform"] = platform
+        if users:
+            line["user"] = _hash_user(":".join(users[0]))
+        if record.exc_info and record.exc_info[0] is not None:
+            kind, _, tb = record.exc_info
+            line["exc_type"] = kind.__name__
+            line["exc_where"] = [f"{f.filename}:{f.lineno} {f.name}" for f in traceback.extract_tb(tb)][-5:]
+        return json.dumps(line, ensure_ascii=False)
+
+
+def setup_logging(level: str, file: Path | None, format: str = "text") -> logging.Handler:
+    """Route all logging to ``file`` (created 0600) or stderr, redacted, as ``text`` or ``json``
+    lines. Returns the handler."""
     handler: logging.Handler
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
@@ -66,7 +127,7 @@ def setup_logging(level: str, file: Path | None) -> logging.Handler:
         handler = logging.FileHandler(file, encoding="utf-8")
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter(_FORMAT))
+    handler.setFormatter(JsonFormatter() if format == "json" else RedactingFormatter(_FORMAT))
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)

@@ -28,6 +28,8 @@ from dialogs.models import (
     Binding,
     Button,
     CachedBalance,
+    Event,
+    EventKind,
     MemberId,
     Outcome,
     PendingBind,
@@ -37,6 +39,7 @@ from dialogs.models import (
     State,
 )
 from dialogs.ports import (
+    CodeCheck,
     CodeRefused,
     CodeSent,
     Failures,
@@ -53,6 +56,8 @@ from dialogs.turn import Turn
 CODE_DIGITS = 6
 """The length of an SMS code (``bot.identity.otp.OtpLimits.code_digits``): anything else is no code."""
 _CODE_SPACING = re.compile(r"[\s\-]")
+_COUNTED = frozenset({ProblemCode.MEMBER_NOT_FOUND, ProblemCode.IDENTITY_MISMATCH})
+"""The platform's answers that count as failed bind attempts (and may pause binding)."""
 
 
 class BindingFlow(Turn):
@@ -146,7 +151,7 @@ class BindingFlow(Turn):
             await self.otp.discard(self.user)
         until = await self.otp.locked_until(self.user)
         if until is not None:
-            return self.locked_out(until)
+            return self.failed(self.locked_out(until), "locked_out")
         session = Session(state=State.BIND_NAME)
         consent = self.t.gettext(
             "Let's link your medical-insurance account. I need your real name and ID number to "
@@ -168,7 +173,7 @@ class BindingFlow(Turn):
                 "Is the name on your ID card {name}? Tap yes, or send the name as it is on the card."
             ).format(name=proposed)
             replies += (Reply(text=question, buttons=(yes,)),)
-        return Outcome(replies=replies, session=session)
+        return self.noted(Outcome(replies=replies, session=session), Event(kind=EventKind.BIND_STARTED))
 
     async def on_name(self) -> Outcome:
         both = split_name_and_id(self.text)
@@ -312,19 +317,22 @@ class BindingFlow(Turn):
     async def look_up(self, name: SecretStr, id_number: str, platform: PlatformName) -> Outcome:
         lookup = await self.otp.start_lookup(SecretStr(id_number))
         if isinstance(lookup, IdPaused) and lookup.running:
-            return self.out(
+            busy = self.out(
                 self.t.gettext(
                     "This ID number is being checked from other chats right now. Please try again in a "
                     "few minutes."
                 ),
                 sensitive=True,
             )
+            return self.failed(busy, "id_busy", insurer=platform)
         if isinstance(lookup, IdPaused):
-            return self.id_paused(lookup.until)
+            return self.failed(self.id_paused(lookup.until), "id_paused", insurer=platform)
         try:
             match = await self.insurance.find_member(platform, name.get_secret_value(), id_number)
         except InsuranceProblem as problem:
-            return await self.lookup_failed(problem, name, lookup)
+            outcome = await self.lookup_failed(problem, name, lookup)
+            locked = outcome.session == Session() and problem.code in _COUNTED
+            return self.failed(outcome, problem.code.value, insurer=platform, locked=locked)
         except BaseException:  # not the member's fault: the lookup does not count against the ID number
             await self.otp.end_lookup(lookup)
             raise
@@ -344,8 +352,10 @@ class BindingFlow(Turn):
         if isinstance(sent, CodeRefused):
             # A code went to this phone moments ago: wait at the code step, where /resend works.
             keep = at_code_step if sent.reason is Refusal.TOO_SOON else None
-            return self.refused(sent, sensitive=True, session=keep)
-        return self.code_step(sent, at_code_step, sensitive=True)
+            refused = self.refused(sent, sensitive=True, session=keep)
+            return self.failed(refused, f"code_{sent.reason.value}", insurer=platform)
+        sent_step = self.code_step(sent, at_code_step, sensitive=True)
+        return self.noted(sent_step, Event(kind=EventKind.CODE_SENT, insurer=platform))
 
     def failure_warning(self, failures: Failures | None) -> tuple[str, ...]:
         """Before the last attempt that would pause binding: that it would, and for how long."""
@@ -477,7 +487,6 @@ class BindingFlow(Turn):
         ).format(digits=CODE_DIGITS)
 
     async def on_code(self) -> Outcome:
-        t = self.t
         code = _CODE_SPACING.sub("", self.text)
         pending = self.session.pending
         if len(code) != CODE_DIGITS or not code.isdigit():
@@ -491,9 +500,26 @@ class BindingFlow(Turn):
         ):  # the session lost its pending part: start over
             return await self.cmd_bind()
         check = await self.otp.verify(self.user, code)
+        outcome = await self.code_checked(
+            check, pending.member_id, pending.platform, pending.id_number, pending.phone
+        )
+        if check.verdict is Verdict.OK:
+            return self.noted(outcome, Event(kind=EventKind.BOUND, insurer=pending.platform))
+        locked = check.verdict is Verdict.VOID and check.locked_until is not None
+        return self.failed(outcome, f"code_{check.verdict.value}", insurer=pending.platform, locked=locked)
+
+    async def code_checked(
+        self,
+        check: CodeCheck,
+        member: MemberId,
+        platform: PlatformName,
+        id_number: SecretStr,
+        phone: SecretStr,
+    ) -> Outcome:
+        t = self.t
         match check.verdict:
             case Verdict.OK:
-                return await self.bound(pending.member_id, pending.platform, pending.id_number, pending.phone)
+                return await self.bound(member, platform, id_number, phone)
             case Verdict.WRONG:
                 wrong = t.ngettext(
                     "That code is not right. {n} try left.",

@@ -20,6 +20,8 @@ from dialogs.intents import Command, Intent, normalize, parse_command, understan
 from dialogs.masking import mask_id_number
 from dialogs.models import (
     Button,
+    Event,
+    EventKind,
     Inbound,
     Outcome,
     Reply,
@@ -30,6 +32,9 @@ from dialogs.models import (
 from dialogs.ports import (
     ChartPort,
     Clock,
+    DataInventory,
+    EventSink,
+    HeldItem,
     InsurancePort,
     OtpPort,
     StoreUnavailable,
@@ -41,7 +46,7 @@ __all__ = ["Conversation", "DialogSettings"]
 
 log = logging.getLogger(__name__)
 
-_ANYTIME = frozenset({"cancel", "help", "start", "lang", "bind"})
+_ANYTIME = frozenset({"cancel", "help", "start", "lang", "bind", "mydata"})
 _FLOW_COMMANDS = {State.BIND_CODE: "resend", State.BIND_PLATFORM: "platform"}
 _YES = frozenset({"yes", "y", "ok", "confirm", "确认", "确定", "是", "是的", "好", "好的", "对"})
 _LOOKS_LIKE_ID = re.compile(r"\d{17}[\dXx]")
@@ -59,8 +64,12 @@ _COMMANDS = frozenset(
         "unbind",
         "cancel",
         "lang",
+        "mydata",
     }
 )
+
+KNOWN_COMMANDS = _COMMANDS
+"""Every command the conversation answers (the runtime counts updates by them)."""
 
 _MOUNTED_COMMANDS = _COMMANDS - {"start", "help", "cancel", "lang"}
 """What Yibao answers in a host's bot whatever the user is doing; the rest is the host's unless the
@@ -78,8 +87,12 @@ class Conversation:
         catalogs: Catalogs,
         settings: DialogSettings | None = None,
         charts: ChartPort | None = None,
+        events: EventSink | None = None,
+        inventory: DataInventory | None = None,
     ) -> None:
         self.store = store
+        self.events = events
+        self.inventory = inventory
         self.charts = charts
         self.insurance = insurance
         self.otp = otp
@@ -94,16 +107,22 @@ class Conversation:
             if outcome is None:
                 outcome = await self.store.update(inbound.user, partial(self.step, inbound=inbound))
         except Exception as e:
-            if isinstance(e, StoreUnavailable):  # said once by the store, not once per message
+            unavailable = isinstance(e, StoreUnavailable)
+            if unavailable:  # said once by the store, not once per message
                 log.debug("update for %s not handled: the store is unavailable", inbound.user)
             else:
                 log.exception("update failed for %s", inbound.user)
+            if self.events is not None:
+                cause = "store_unavailable" if unavailable else "error"
+                await self.events.record(inbound.user, (Event(kind=EventKind.ANSWER_FAILED, reason=cause),))
             t = self.catalogs.get(normalize_locale(inbound.locale) or self.settings.default_locale)
             return (
                 Reply(
                     text=t.gettext("Sorry, something went wrong on my side. Please try again in a moment.")
                 ),
             )
+        if outcome.events and self.events is not None:
+            await self.events.record(inbound.user, outcome.events)
         return outcome.replies
 
     async def step(self, state: UserState, inbound: Inbound) -> Outcome:
@@ -185,6 +204,7 @@ class _Turn(BindingFlow, AccountFlow, AlertFlow):
             "unbind": self.cmd_unbind,
             "cancel": self.cmd_cancel,
             "lang": self.cmd_lang,
+            "mydata": self.cmd_mydata,
         }
         handler = handlers.get(cmd.name)
         if handler is None:
@@ -256,6 +276,7 @@ class _Turn(BindingFlow, AccountFlow, AlertFlow):
                 "/history — latest payments (/history 30 for more) · /chart — the last 12 months\n"
                 "/alert 100 — alert me below ¥100 · /alert — show · /alert off — turn off\n"
                 "/unbind — unlink and erase my data\n"
+                "/mydata — what I keep about you\n"
                 "/lang zh or /lang en — language\n"
                 "/cancel — leave the current step\n"
                 'You can also just ask: "how much is left?", "how much did I spend last month?", '
@@ -267,6 +288,7 @@ class _Turn(BindingFlow, AccountFlow, AlertFlow):
                 "/balance — this year's pooled fund\n"
                 "/history — latest payments (/history 30 for more) · /chart — the last 12 months\n"
                 "/unbind — unlink and erase my data\n"
+                "/mydata — what I keep about you\n"
                 "/lang zh or /lang en — language\n"
                 "/cancel — leave the current step\n"
                 'You can also just ask: "how much is left?", "how much did the pooled fund pay this year?".'
@@ -332,9 +354,10 @@ class _Turn(BindingFlow, AccountFlow, AlertFlow):
     async def cmd_unbind(self, _arg: str = "") -> Outcome:
         binding = self.profile.binding
         if binding is None:
-            return self.out(
+            nothing = self.out(
                 self.t.gettext("You are not bound, and now I keep nothing else about you either."), erase=True
             )
+            return self.noted(nothing, Event(kind=EventKind.UNBOUND))
         question = Reply(
             text=self.t.gettext(
                 "This unbinds ID {id} and erases everything I keep about you: the binding, your alert and "
@@ -353,6 +376,9 @@ class _Turn(BindingFlow, AccountFlow, AlertFlow):
         return self.out(self.t.gettext("OK, your binding stays."))
 
     def unbind_now(self) -> Outcome:
+        return self.noted(self.erased(), Event(kind=EventKind.UNBOUND))
+
+    def erased(self) -> Outcome:
         return self.out(
             self.t.gettext(
                 "Done. Your binding and everything I kept about you are erased. Send /bind if you want to "
@@ -360,3 +386,66 @@ class _Turn(BindingFlow, AccountFlow, AlertFlow):
             ),
             erase=True,
         )
+
+    async def cmd_mydata(self, _arg: str = "") -> Outcome:
+        """Everything kept about the user, masked, and how long each part is kept (PIPL art. 44-45)."""
+        inventory = self.conv.inventory
+        items = await inventory.held(self.user) if inventory is not None else ()
+        t = self.t
+        if not items:
+            return self.with_flow(Reply(text=t.gettext("I keep nothing about you.")))
+        lines = [t.gettext("What I keep about you (masked), and for how long:")]
+        lines += [f"• {self.held_label(item.what)}: {item.value} ({self.held_kept(item)})" for item in items]
+        lines.append(
+            t.gettext(
+                "/unbind erases all of it at once. The operator's records of what happened (binds, "
+                "erasures) name you only by a keyed hash."
+            )
+        )
+        return self.with_flow(Reply(text="\n".join(lines)))
+
+    def held_label(self, what: str) -> str:
+        t = self.t
+        labels = {
+            "binding.platform": t.gettext("insurance platform"),
+            "binding.member_id": t.gettext("member number on that platform"),
+            "binding.id_number": t.gettext("ID number (encrypted)"),
+            "binding.phone": t.gettext("phone number on file (encrypted)"),
+            "binding.bound_at": t.gettext("bound since"),
+            "binding.personal_account": t.gettext("has a personal account"),
+            "alert.threshold": t.gettext("alert below"),
+            "alert.state": t.gettext("alert state"),
+            "alert.language": t.gettext("language of alerts"),
+            "settings.language": t.gettext("language"),
+            "session": t.gettext("conversation in progress"),
+            "session.name": t.gettext("name being bound"),
+            "session.id_number": t.gettext("ID number being bound"),
+            "session.phone": t.gettext("phone number for the code"),
+            "balance": t.gettext("last balance fetched"),
+            "otp.code": t.gettext("SMS code waiting (only its keyed hash)"),
+            "otp.sends": t.gettext("SMS codes sent in the last hour"),
+            "otp.failures": t.gettext("failed bind attempts lately"),
+            "otp.locked_until": t.gettext("binding paused until"),
+            "unreachable": t.gettext("the chat platform said you cannot be reached"),
+            "alert.sending": t.gettext("an alert being sent"),
+            "schedule": t.gettext("next balance check"),
+            "outbox": t.gettext("alerts waiting to be sent"),
+            "alerts.dropped": t.gettext("records of alerts not sent"),
+            "channel.window": t.gettext("when you last wrote (for this chat app's message window)"),
+            "channel.choices": t.gettext("the choices last offered to you"),
+            "channel.subscriptions": t.gettext("subscription messages you accepted"),
+            "channel.held": t.gettext("an alert kept for your next message"),
+        }
+        return labels.get(what, what)
+
+    def held_kept(self, item: HeldItem) -> str:
+        t = self.t
+        if item.kept == "expires" and item.expires_in is not None:
+            minutes = max(1, (item.expires_in + 59) // 60)
+            return t.ngettext("deleted in {n} minute", "deleted in {n} minutes", minutes).format(n=minutes)
+        return {
+            "until_unbind": t.gettext("until /unbind"),
+            "until_sent": t.gettext("until it is sent or dropped"),
+            "until_written": t.gettext("until you write again"),
+            "capped": t.gettext("until newer records push it out"),
+        }.get(item.kept, item.kept)

@@ -151,6 +151,30 @@ class UserState(_Frozen):
     """The chat platform could not reach the user; their message clears it (a write)."""
 
 
+class EventKind(StrEnum):
+    """Things a turn did that the operator counts (aggregates) or audits; never what was said."""
+
+    BIND_STARTED = "bind_started"
+    CODE_SENT = "code_sent"
+    """The member was found and the first code went out (the funnel's middle step)."""
+    BOUND = "bound"
+    BIND_FAILED = "bind_failed"
+    LOCKED_OUT = "locked_out"
+    """This turn's failure paused binding (the user's own limit, or the ID number's)."""
+    UNBOUND = "unbound"
+    """The user was erased from the chat (/unbind)."""
+    ANSWER_FAILED = "answer_failed"
+    """The message got the apology: ``store_unavailable`` or ``error`` (counted, not audited)."""
+
+
+class Event(_Frozen):
+    kind: EventKind
+    reason: str = ""
+    """For ``BIND_FAILED``: a short closed word (``member_not_found``, ``code_wrong``...)."""
+    insurer: str = ""
+    """The insurance platform concerned, when there is one."""
+
+
 class Outcome(_Frozen):
     """What a step decided: the replies, the next session and what changes in the profile.
 
@@ -171,6 +195,8 @@ class Outcome(_Frozen):
     cache_balance: CachedBalance | None = None
     """Keep this balance for the configured cache time (a new binding drops any cached one)."""
     erase: bool = False
+    events: tuple[Event, ...] = ()
+    """What the operator counts or audits about this turn (``EventSink``); never what was said."""
 
     def changes_nothing(self, before: UserState) -> bool:
         """Nothing to write: the user was and stays idle, and no record changes. Such an outcome may
@@ -186,4 +212,5 @@ class Outcome(_Frozen):
             and self.set_lang is None
             and self.cache_balance is None
             and not self.erase
+            and not self.events
         )

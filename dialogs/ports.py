@@ -16,7 +16,7 @@ from typing import Protocol
 
 from pydantic import SecretStr
 
-from dialogs.models import BalanceView, MemberId, Outcome, PlatformName, Reply, UserKey, UserState
+from dialogs.models import BalanceView, Event, MemberId, Outcome, PlatformName, Reply, UserKey, UserState
 
 # --- insurance ---------------------------------------------------------------------------------
 
@@ -299,3 +299,65 @@ class Outlet(Protocol):
         will, ``Held`` when the platform keeps it for the user's next message; any other exception
         means "not now", and the message is tried again later."""
         ...
+
+
+class ChatMetrics(Protocol):
+    """What a chat platform's adapter reports about its sending (``bot.metrics.ChatMeter`` counts
+    it; ``NO_METRICS`` when nobody listens). ``platform`` is the user keys' prefix (``tg``)."""
+
+    def sent(self, platform: str, result: str) -> None:
+        """A message went out (``ok``) or did not (``blocked``, ``refused``, ``timeout``)."""
+        ...
+
+    def refused(self, platform: str, status: int) -> None:
+        """The platform's API refused a call with this HTTP status (429, 403, 400)."""
+        ...
+
+    def waited(self, platform: str, seconds: float) -> None:
+        """A send waited this long for the platform's rate limits."""
+        ...
+
+
+class _NoMetrics:
+    def sent(self, platform: str, result: str) -> None:
+        pass
+
+    def refused(self, platform: str, status: int) -> None:
+        pass
+
+    def waited(self, platform: str, seconds: float) -> None:
+        pass
+
+
+NO_METRICS: ChatMetrics = _NoMetrics()
+
+
+# --- what happened, for the operator's counts and the audit trail ---------------------------------
+
+
+class EventSink(Protocol):
+    """Told of each answered turn's events, after its outcome was saved. Never raises."""
+
+    async def record(self, user: UserKey, events: tuple[Event, ...]) -> None: ...
+
+
+# --- what is kept about a user (/mydata) -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HeldItem:
+    """One thing kept about a user, shown masked: what it is, its (masked) value, how long it stays."""
+
+    what: str
+    """A closed word the dialogs word for the user (``binding.id_number``, ``session``, ``otp.sends``...)."""
+    value: str
+    """Already masked; never a whole ID number, phone, name or code."""
+    kept: str
+    """A closed word for how long: ``until_unbind``, ``expires`` (with ``expires_in`` seconds)..."""
+    expires_in: int | None = None
+
+
+class DataInventory(Protocol):
+    """Everything kept about a user, item by item (``/mydata``; the operator's export is the same list)."""
+
+    async def held(self, user: UserKey) -> tuple[HeldItem, ...]: ...

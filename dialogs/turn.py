@@ -20,6 +20,8 @@ from dialogs.models import (
     BalanceView,
     Binding,
     CachedBalance,
+    Event,
+    EventKind,
     Inbound,
     MemberId,
     Outcome,
@@ -36,6 +38,7 @@ from dialogs.ports import (
     CodeCheck,
     CodeRefused,
     CodeSent,
+    DataInventory,
     Failures,
     IdLookup,
     IdPaused,
@@ -145,6 +148,8 @@ class Services(Protocol):
     def charts(self) -> ChartPort | None: ...
     @property
     def settings(self) -> DialogSettings: ...
+    @property
+    def inventory(self) -> DataInventory | None: ...
 
 
 class Turn:
@@ -199,6 +204,18 @@ class Turn:
             cache_balance=cache_balance,
             erase=erase,
         )
+
+    @staticmethod
+    def noted(outcome: Outcome, *events: Event) -> Outcome:
+        """The outcome, with these events for the operator's counts and audit trail."""
+        return outcome.model_copy(update={"events": (*outcome.events, *events)})
+
+    def failed(self, outcome: Outcome, reason: str, *, insurer: str = "", locked: bool = False) -> Outcome:
+        """A bind attempt that failed, for this reason (a closed word); ``locked``: it paused binding."""
+        events = [Event(kind=EventKind.BIND_FAILED, reason=reason, insurer=insurer)]
+        if locked:
+            events.append(Event(kind=EventKind.LOCKED_OUT, reason=reason, insurer=insurer))
+        return self.noted(outcome, *events)
 
     def deletion_note(self, sensitive: bool) -> str:
         """Said when a platform deletes the user's message with personal data: once a bind, with

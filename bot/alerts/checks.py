@@ -23,6 +23,7 @@ from decimal import Decimal, InvalidOperation
 
 from redis.asyncio import Redis
 
+from bot import metrics
 from bot.alerts.outbox import Outbox
 from bot.alerts.schedule import Rounds
 from bot.insurers.registry import PlatformRegistry
@@ -206,6 +207,7 @@ class Checker:
     async def check(self, users: list[UserKey]) -> CheckReport:
         """Check these users now: queue an alert for each new crossing, re-arm those back above."""
         report = CheckReport(checked=len(users))
+        metrics.ALERTS_CHECKED.inc(len(users))
         subscribers, gone = await self._load(users)
         if gone:
             report.unsubscribed = int(await self._forget(keys=[self.keys.schedule()], args=gone))
@@ -295,6 +297,7 @@ class Checker:
         await pipe.execute()
         await self._mark_told(reachable)
         for s, _ in reachable:
+            metrics.ALERTS_QUEUED.labels(metrics.platform_of(s.user)).inc()
             log.info("alert queued for %s (crossing %s)", s.user, s.watch.token)
         return len(reachable), len(crossings) - len(reachable)
 

@@ -41,7 +41,9 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
+from bot import metrics
 from bot.alerts.schedule import QuietHours
+from bot.audit.figures import Figures
 from bot.crypto.pii import PiiError
 from bot.storage.codec import StateCodec
 from bot.storage.keys import Keys, UserKind
@@ -209,8 +211,10 @@ class Sender:
         insurance: InsurancePort | None = None,
         rate: float = 20.0,
         reclaim_after_seconds: float = 60.0,
+        figures: Figures | None = None,
     ) -> None:
         self.redis = redis
+        self.figures = figures
         self.keys = keys
         self.codec = codec
         self.platform = platform
@@ -435,8 +439,15 @@ class Sender:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._record_retry_max)
         if deferred:
+            metrics.ALERTS_DEFERRED.labels(self.platform, "held").inc()
+            if self.figures is not None:
+                self.figures.add("alert_deferred", self.platform, "held")
             log.info("alert for %s deferred to their next message (crossing %s)", user, token)
-        elif failed_at is None:
+            return
+        metrics.ALERTS_SENT.labels(self.platform).inc()
+        if self.figures is not None:
+            self.figures.add("alert_sent", self.platform)
+        if failed_at is None:
             log.info("alert sent to %s (crossing %s)", user, token)
         else:
             log.warning(
@@ -468,6 +479,9 @@ class Sender:
         pipe.zadd(self.keys.outbox_later(self.platform), {record: int(until.timestamp() * 1000)})
         self.reader.done(pipe, entry_id)
         await pipe.execute()
+        metrics.ALERTS_DEFERRED.labels(self.platform, "quiet_hours").inc()
+        if self.figures is not None:
+            self.figures.add("alert_deferred", self.platform, "quiet_hours")
 
     def _note_not_sent(self, pipe: Pipeline, user: str, token: str, reason: str) -> None:
         """A record in the capped ``dropped`` stream: an alert not sent, and why (``deferred``:
@@ -490,4 +504,7 @@ class Sender:
             )
         self.reader.done(pipe, entry_id)
         await pipe.execute()
+        metrics.ALERTS_DROPPED.labels(self.platform, reason).inc()
+        if self.figures is not None:
+            self.figures.add("alert_dropped", self.platform, reason)
         log.info("alert for %s dropped: %s", user or "?", reason)

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from bot.alerts.checks import Checker
 from bot.alerts.outbox import Outbox, Sender
 from bot.alerts.schedule import QuietHours, Rounds
+from bot.audit.figures import Figures
 from bot.config import AlertSettings
 from bot.insurers.registry import PlatformRegistry
 from bot.storage.codec import StateCodec
@@ -62,6 +63,7 @@ class AlertWorker:
         outlets: Mapping[str, Outlet],
         checks: bool = True,
         health: RedisHealth | None = None,
+        figures: Figures | None = None,
     ) -> None:
         consumer = consumer_name()
         self.health = health or RedisHealth("?")
@@ -97,6 +99,7 @@ class AlertWorker:
                 insurance=insurance,
                 rate=alerts.send_rate,
                 reclaim_after_seconds=alerts.reclaim_after_seconds,
+                figures=figures,
             )
             for platform, outlet in outlets.items()
         ]

@@ -4,7 +4,8 @@
 worker`` runs only the alert checks and sender; ``yibao config check`` validates a config file;
 ``yibao wechat menu`` sets the official account's custom menu;
 ``yibao sandbox ...`` lists the sandbox's fictional people, serves the sandbox over HTTP and changes a
-running one (:mod:`bot.cli.sandbox`).
+running one (:mod:`bot.cli.sandbox`); ``yibao audit tail`` and ``yibao admin export|erase|stats`` are
+the operator's (:mod:`bot.cli.admin`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from bot.cli import sandbox
+from bot.cli import admin, sandbox
 from bot.config import ConfigError, Settings, load_settings
 
 EXIT_CONFIG = 2
@@ -76,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     sandbox.add_parser(sub)
+    admin.add_parsers(sub, common)
     return p
 
 
@@ -126,7 +128,11 @@ def cmd_chat(settings: Settings, lang: str | None) -> int:
     from dialogs.i18n import normalize_locale
     from platforms.console import ConsoleAdapter
 
-    setup_logging(settings.logging.level, settings.logging.file or settings.general.data_dir / "yibao.log")
+    setup_logging(
+        settings.logging.level,
+        settings.logging.file or settings.general.data_dir / "yibao.log",
+        settings.logging.format,
+    )
     locale = lang or normalize_locale(os.environ.get("LANG"))
     adapter = ConsoleAdapter(
         user_id=settings.console.user,
@@ -143,7 +149,7 @@ def cmd_chat(settings: Settings, lang: str | None) -> int:
             # The terminal's alerts arrive unprompted, between the messages.
             alerts = asyncio.create_task(runtime.alert_worker({adapter.platform: adapter}).run(stop))
         try:
-            await adapter.run(runtime.conversation.handle)
+            await adapter.run(runtime.handle)
         finally:
             stop.set()
             if alerts is not None:
@@ -190,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = _load(args.config)
     if args.command == "sandbox":
         return sandbox.run(settings, args)
+    if args.command in ("audit", "admin"):
+        return cmd_admin(settings, args)
     if args.command == "run":
         return cmd_run(settings)
     if args.command == "worker":
@@ -199,11 +207,24 @@ def main(argv: list[str] | None = None) -> int:
     return cmd_chat(settings, args.lang)
 
 
+def cmd_admin(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.logs import setup_logging
+
+    problem = admin.check(args)
+    if problem is not None:
+        print(f"yibao: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging("WARNING", settings.logging.file, settings.logging.format)
+    result: list[int] = []
+    code = _run_async(admin.main(settings, args, result))
+    return code or (result[0] if result else 1)
+
+
 def cmd_run(settings: Settings) -> int:
     from bot.cli.run import serve
     from bot.logs import setup_logging
 
-    setup_logging(settings.logging.level, settings.logging.file)
+    setup_logging(settings.logging.level, settings.logging.file, settings.logging.format)
     return _run_async(serve(settings))
 
 
@@ -211,7 +232,7 @@ def cmd_worker(settings: Settings) -> int:
     from bot.cli.run import work
     from bot.logs import setup_logging
 
-    setup_logging(settings.logging.level, settings.logging.file)
+    setup_logging(settings.logging.level, settings.logging.file, settings.logging.format)
     return _run_async(work(settings))
 
 

@@ -15,13 +15,14 @@ import dataclasses
 import logging
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from bot.app import StartupError, build_runtime
 from bot.config import Settings, read_secret
-from bot.http.server import HttpServer
+from bot.http.server import HttpServer, Readiness
 from dialogs.ports import Outlet
-from platforms.telegram.core import TelegramStartError
+from platforms.telegram.core import TelegramCore, TelegramStartError
 from platforms.telegram.engines import build_engine
 from platforms.telegram.options import Engine, TelegramOptions
 from platforms.telegram.webhook import webhook_routes
@@ -55,6 +56,35 @@ def telegram_options(settings: Settings, *, required: bool = True) -> TelegramOp
     )
 
 
+def telegram_check(core: TelegramCore) -> Callable[[], Awaitable[Readiness]]:
+    """``/readyz``'s ``telegram`` part: the token was accepted (``getMe`` answered at start)."""
+
+    async def check() -> Readiness:
+        return Readiness(True) if core.token_ok else Readiness(False, "the token was not accepted yet")
+
+    return check
+
+
+def token_check(api: TokenApi) -> Callable[[], Awaitable[Readiness]]:
+    """``/readyz``'s ``wechat`` or ``wecom`` part: the app's access_token, shared in Redis, is there
+    and not expired (an instance fetches the next before it is)."""
+
+    async def check() -> Readiness:
+        try:
+            token = await api.tokens.get()
+        except Exception as e:
+            return Readiness(False, f"the token cannot be read ({type(e).__name__})")
+        if token is None or token.expires_at <= time.time():
+            return Readiness(False, "no fresh access_token")
+        return Readiness(True, f"token valid for {token.expires_at - time.time():.0f} s")
+
+    return check
+
+
+def http_server(settings: Settings) -> HttpServer:
+    return HttpServer(host=settings.http.listen_host, port=settings.http.listen_port)
+
+
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Serve every configured chat platform (Telegram with ``telegram.token``, WeChat with
     ``wechat.app_id``) in this one process, on one HTTP port where any needs it, until ``stop`` is set
@@ -83,6 +113,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     serving: list[str] = []
     try:
         routes = []
+        checks: dict[str, Callable[[], Awaitable[Readiness]]] = {}
         webhook_secret: str | None = None
         if options is not None:
             core = runtime.telegram_core()
@@ -94,6 +125,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
                 raise StartupError(f"Telegram: setMyCommands failed ({type(e).__name__})") from None
             await engine.start()
             outlets[core.platform] = core
+            checks["telegram"] = telegram_check(core)
             if tg.mode == "polling":
                 await engine.start_polling()
             else:
@@ -107,6 +139,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             await _check_wechat(wx)
             routes += callback_routes(wx, guard, path=settings.wechat.callback_path)
             outlets[wx.platform] = wx
+            checks["wechat"] = token_check(wx.api)
             mode = "safe mode" if guard.crypto is not None else "plaintext mode"
             serving.append(f"WeChat on {settings.wechat.callback_path} ({mode})")
         if wecom:
@@ -115,9 +148,13 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             path = settings.wecom.callback_path
             routes += callback_routes(wc, wc_guard, path=path, platform="WeCom", encrypted_echo=True)
             outlets[wc.platform] = wc
+            checks["wecom"] = token_check(wc.api)
             serving.append(f"WeCom on {path} (app {settings.wecom.agent_id})")
-        if routes:
-            http = HttpServer(host=settings.http.listen_host, port=settings.http.listen_port)
+        if routes or settings.http.always:
+            http = http_server(settings)
+            runtime.observe(http)
+            for name, check in checks.items():
+                http.add_check(name, check)
             http.mount(routes)
             await http.start()
         if engine is not None and webhook_secret is not None:
@@ -191,16 +228,24 @@ async def work(settings: Settings, *, stop: asyncio.Event | None = None) -> None
     engine: Engine | None = None
     wx: WechatCore | None = None
     wc: WecomCore | None = None
+    http: HttpServer | None = None
     try:
         outlets: dict[str, Outlet] = {}
+        if settings.http.always:
+            http = http_server(settings)
+            runtime.observe(http)
         if settings.wechat.app_id is not None:
             wx, _guard = runtime.wechat_core()
             await _check_wechat(wx)
             outlets[wx.platform] = wx
+            if http is not None:
+                http.add_check("wechat", token_check(wx.api))
         if settings.wecom.corp_id is not None:
             wc, _wc_guard = runtime.wecom_core()
             await _check_wecom(wc)
             outlets[wc.platform] = wc
+            if http is not None:
+                http.add_check("wecom", token_check(wc.api))
         if options is None:
             log.warning("no telegram.token: alerts for Telegram users wait in the outbox")
         else:
@@ -209,11 +254,17 @@ async def work(settings: Settings, *, stop: asyncio.Event | None = None) -> None
             engine = build_engine(settings.telegram.engine, core, dataclasses.replace(options, webhook=True))
             await engine.initialize()
             outlets[core.platform] = core
+            if http is not None:
+                http.add_check("telegram", telegram_check(core))
+        if http is not None:
+            await http.start()
         log.info("alert worker started")
         await runtime.alert_worker(outlets).run(stop)
     except TelegramStartError as e:
         raise StartupError(str(e)) from None
     finally:
+        if http is not None:
+            await http.stop()
         if engine is not None:
             await engine.close()
         if wx is not None:

@@ -32,6 +32,7 @@ from typing import Any, cast
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from bot import metrics
 from bot.crypto.pii import PiiCipher, PiiError
 from bot.identity.sms import SmsError, SmsGateway
 from bot.storage.keys import Keys, UserKind
@@ -204,6 +205,26 @@ class OtpService:
 
     # -- the port ------------------------------------------------------------------------------
 
+    @staticmethod
+    def _count(user: UserKey, result: CodeSent | CodeRefused) -> CodeSent | CodeRefused:
+        platform = metrics.platform_of(user)
+        if isinstance(result, CodeSent):
+            metrics.OTP_SENT.labels(platform).inc()
+        else:
+            metrics.OTP_REFUSED.labels(platform, result.reason.value).inc()
+        return result
+
+    async def send(self, user: UserKey, phone: SecretStr, locale: str) -> CodeSent | CodeRefused:
+        return self._count(user, await self._send(user, phone, locale))
+
+    async def resend(self, user: UserKey, locale: str) -> CodeSent | CodeRefused:
+        return self._count(user, await self._resend(user, locale))
+
+    async def verify(self, user: UserKey, code: str) -> CodeCheck:
+        check = await self._verify(user, code)
+        metrics.OTP_CHECKS.labels(metrics.platform_of(user), check.verdict.value).inc()
+        return check
+
     async def locked_until(self, user: UserKey) -> datetime | None:
         return self._locked(await self._load(user), self.clock.now().timestamp())
 
@@ -279,11 +300,11 @@ class OtpService:
         await self._save(user, {"fails": json.dumps(fails)}, drop=drop)
         return self._failures(fails)
 
-    async def send(self, user: UserKey, phone: SecretStr, locale: str) -> CodeSent | CodeRefused:
+    async def _send(self, user: UserKey, phone: SecretStr, locale: str) -> CodeSent | CodeRefused:
         record = await self._load(user)
         return await self._issue(user, record, phone.get_secret_value(), locale)
 
-    async def resend(self, user: UserKey, locale: str) -> CodeSent | CodeRefused:
+    async def _resend(self, user: UserKey, locale: str) -> CodeSent | CodeRefused:
         record = await self._load(user)
         if "phone" not in record:
             return CodeRefused(Refusal.NO_CODE)
@@ -349,7 +370,7 @@ class OtpService:
         log.info("sent a bind code to %s for %s", masked, user)
         return CodeSent(masked_phone=masked, expires_at=self._dt(now + lim.code_ttl_seconds))
 
-    async def verify(self, user: UserKey, code: str) -> CodeCheck:
+    async def _verify(self, user: UserKey, code: str) -> CodeCheck:
         record = await self._load(user)
         now = self.clock.now().timestamp()
         locked = self._locked(record, now)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from pydantic import SecretStr, ValidationError
 
+from bot import metrics
 from dialogs.models import BalanceView, MemberId, PlatformName
 from dialogs.ports import (
     InsuranceProblem,
@@ -86,13 +89,60 @@ class Platform:
     client: ContractClient
 
 
-class PlatformRegistry:
-    """The ``InsurancePort`` over every configured platform; a binding names the one it is on."""
+CallSeen = Callable[[str, str, str, float], None]
+"""Told of each call: insurer, call, outcome (``ok`` or a problem code), seconds."""
 
-    def __init__(self, platforms: Sequence[Platform]) -> None:
+
+class PlatformRegistry:
+    """The ``InsurancePort`` over every configured platform; a binding names the one it is on.
+
+    Every call is counted and timed (``bot.metrics``: insurer, call, outcome) and, after it, the
+    platform's breaker state is read into its gauge; ``on_call`` is told too (the daily figures)."""
+
+    def __init__(self, platforms: Sequence[Platform], *, on_call: CallSeen | None = None) -> None:
         self._by_name = {p.info.name: p for p in platforms}
         self._infos = tuple(p.info for p in platforms)
         self._gone_logged: set[str] = set()
+        self.on_call = on_call
+
+    def breaker_states(self) -> dict[str, str]:
+        """Each platform's breaker (``closed``, ``half_open``, ``open``), also set into the gauge."""
+        states: dict[str, str] = {}
+        for name, p in self._by_name.items():
+            state = getattr(p.client, "breaker_state", None)
+            if isinstance(state, str):
+                states[name] = state
+                metrics.set_breaker(name, state)
+        return states
+
+    @asynccontextmanager
+    async def _observed(self, platform: PlatformName, call: str) -> AsyncIterator[None]:
+        start = time.perf_counter()
+        outcome = "ok"
+        try:
+            yield
+        except InsuranceProblem as e:
+            outcome = e.code.value
+            raise
+        except InsuranceError as e:
+            outcome = _problem(e).code.value
+            raise
+        except ValidationError:
+            outcome = ProblemCode.UNAVAILABLE.value
+            raise
+        except BaseException:
+            outcome = "error"
+            raise
+        finally:
+            seconds = time.perf_counter() - start
+            metrics.INSURANCE_REQUESTS.labels(platform, call, outcome).inc()
+            metrics.INSURANCE_SECONDS.labels(platform, call).observe(seconds)
+            found = self._by_name.get(platform)
+            state = getattr(found.client, "breaker_state", None) if found is not None else None
+            if isinstance(state, str):
+                metrics.set_breaker(platform, state)
+            if self.on_call is not None:
+                self.on_call(platform, call, outcome, seconds)
 
     def platforms(self) -> tuple[PlatformInfo, ...]:
         return self._infos
@@ -114,7 +164,8 @@ class PlatformRegistry:
     async def find_member(self, platform: PlatformName, name: str, id_number: str) -> MemberMatch:
         client = self._client(platform)
         try:
-            member = await client.lookup(MemberLookup(name=name, id_number=id_number))
+            async with self._observed(platform, "lookup"):
+                member = await client.lookup(MemberLookup(name=name, id_number=id_number))
         except InsuranceError as e:
             raise _problem(e) from None
         except ValidationError:  # an answer that breaks the contract
@@ -126,7 +177,8 @@ class PlatformRegistry:
     async def balance(self, platform: PlatformName, member_id: MemberId) -> BalanceView:
         client = self._client(platform)
         try:
-            b = await client.balance(member_id)
+            async with self._observed(platform, "balance"):
+                b = await client.balance(member_id)
         except InsuranceError as e:
             raise _problem(e) from None
         except ValidationError:
@@ -140,7 +192,8 @@ class PlatformRegistry:
         Never raises for the platform's sake: a platform that is down gives every member a problem."""
         try:
             client = self._client(platform)
-            items = await client.balances(member_ids)
+            async with self._observed(platform, "balances"):
+                items = await client.balances(member_ids)
         except InsuranceProblem as e:
             return [e] * len(member_ids)
         except InsuranceError as e:
@@ -171,7 +224,8 @@ class PlatformRegistry:
     ) -> TransactionsPage:
         client = self._client(platform)
         try:
-            page = await client.transactions(member_id, start=start, end=end, cursor=cursor, limit=limit)
+            async with self._observed(platform, "transactions"):
+                page = await client.transactions(member_id, start=start, end=end, cursor=cursor, limit=limit)
         except InsuranceError as e:
             raise _problem(e) from None
         except ValidationError:

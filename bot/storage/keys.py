@@ -114,3 +114,17 @@ class Keys:
         """Failed (and running) lookups of one ID number, by any chat account, within the failure
         window, keyed by the ID number's keyed hash (a sorted set: slot -> time)."""
         return f"{self.prefix}:idnum:{id_digest}:lookups"
+
+    # The operator's records: no user key in them, only keyed hashes and aggregates.
+
+    def audit(self) -> str:
+        """Stream (capped, append-only): who (a keyed hash), what, when, from which platform."""
+        return f"{self.prefix}:audit"
+
+    def figures(self, day: str) -> str:
+        """Hash of one day's aggregate counts (``bot.audit.figures``), ``day`` as ``YYYY-MM-DD``."""
+        return f"{self.prefix}:figures:{day}"
+
+    def profiles_pattern(self) -> str:
+        """SCAN pattern of every user's profile (the operator's counts of bound users)."""
+        return f"{self.prefix}:{{*}}:{UserKind.PROFILE.value}"

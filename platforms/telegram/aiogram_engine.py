@@ -51,6 +51,7 @@ from platforms.telegram.core import (
     SendTimedOut,
     TelegramCore,
     TelegramStartError,
+    TokenRejected,
 )
 from platforms.telegram.options import Claims, TelegramOptions
 from platforms.telegram.ratelimit import NETWORK, RetryAfter, SendSchedule, Verdict
@@ -124,6 +125,8 @@ def _markup(buttons: Sequence[Button]) -> InlineKeyboardMarkup | None:
 async def _mapped(call: Awaitable[Any]) -> Any:
     try:
         return await call
+    except TelegramUnauthorizedError as e:
+        raise TokenRejected(e.message) from None
     except TelegramForbiddenError as e:
         raise Blocked(e.message) from None
     except (TelegramBadRequest, TelegramNotFound) as e:
@@ -268,6 +271,8 @@ class AiogramEngine:
             global_rate=options.global_rate,
             per_chat_rate=options.per_chat_rate,
             max_retries=options.max_retries,
+            metrics=core.metrics,
+            platform=core.platform,
         )
         session.middleware(AiogramRateLimit(schedule))
         try:
@@ -287,6 +292,7 @@ class AiogramEngine:
             raise TelegramStartError("Telegram does not accept telegram.token") from None
         except TelegramAPIError as e:
             raise TelegramStartError(f"Telegram: {e.message}") from None
+        self.core.token_ok = True
 
     async def start(self) -> None:
         pass

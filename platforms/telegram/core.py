@@ -3,7 +3,7 @@
 An engine (``ptb_engine``: python-telegram-bot 22; ``aiogram_engine``: aiogram 3) turns its
 library's updates into ``MessageIn`` / ``ButtonIn`` and hands them to ``TelegramCore``, and does the
 calls ``TelegramCore`` asks for through the ``BotCalls`` it implements, raising ``Blocked``,
-``Refused`` or ``SendTimedOut`` for Telegram's refusals. What the core owns, the same on both:
+``Refused``, ``SendTimedOut`` or ``TokenRejected`` for Telegram's refusals. What the core owns, the same on both:
 
 - private chats only: a message or a pressed button becomes an ``Inbound`` for ``tg:<user id>`` in
   the user's ``language_code``; in a group a command only points people to a private chat;
@@ -27,7 +27,7 @@ from typing import Protocol
 
 from dialogs.i18n import Catalogs
 from dialogs.models import Button, Inbound, Reply, UserKey
-from dialogs.ports import Undeliverable
+from dialogs.ports import NO_METRICS, ChatMetrics, Undeliverable
 from platforms.sequencer import Sequencer
 from platforms.telegram.render import CAPTION_LIMIT, as_html, split_text
 
@@ -36,7 +36,19 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Inbound], Awaitable[Sequence[Reply]]]
 Unreachable = Callable[[UserKey], Awaitable[None]]
 
-COMMANDS = ("start", "balance", "history", "chart", "alert", "bind", "unbind", "lang", "help", "cancel")
+COMMANDS = (
+    "start",
+    "balance",
+    "history",
+    "chart",
+    "alert",
+    "bind",
+    "unbind",
+    "mydata",
+    "lang",
+    "help",
+    "cancel",
+)
 ALLOWED_UPDATES = ("message", "callback_query")
 
 
@@ -57,6 +69,11 @@ class Blocked(TelegramRefusal):
 
 class Refused(TelegramRefusal):
     """400: a request Telegram will never accept (the chat is gone, the text is malformed...)."""
+
+
+class TokenRejected(Exception):
+    """401: Telegram no longer accepts the token (revoked in @BotFather). Not the user's fault: an
+    unprompted message stays to be tried again; ``/readyz`` says not ready until a call works."""
 
 
 class TelegramStartError(Exception):
@@ -142,8 +159,12 @@ class TelegramCore:
         on_unreachable: Unreachable | None = None,
         default_locale: str = "zh",
         concurrency: int = 64,
+        metrics: ChatMetrics = NO_METRICS,
     ) -> None:
         self.handle = handle
+        self.metrics = metrics
+        self.token_ok = False
+        """The token was accepted (``getMe`` answered when the engine started): the readiness check."""
         self.catalogs = catalogs
         self.on_unreachable = on_unreachable
         self.default_locale = default_locale
@@ -232,6 +253,7 @@ class TelegramCore:
             "alert": t.gettext("Alert me when the balance is low"),
             "bind": t.gettext("Link my insurance account"),
             "unbind": t.gettext("Unlink and erase my data"),
+            "mydata": t.gettext("What Yibao keeps about me"),
             "lang": t.gettext("Language: /lang zh or /lang en"),
             "help": t.gettext("All commands"),
             "cancel": t.gettext("Leave what I am doing"),
@@ -258,6 +280,7 @@ class TelegramCore:
         except TelegramRefusal as e:
             raise Undeliverable(type(e).__name__) from None
         except SendTimedOut:
+            self.metrics.sent(self.platform, "timeout")
             log.warning("an unprompted message to %s timed out; it may have arrived, not sent again", user)
 
     async def send(
@@ -274,13 +297,24 @@ class TelegramCore:
                 if i == 0 and note_deleted and reply.deleted_note:
                     text = f"{reply.deleted_note}\n\n{text}"
                 await self._send_one(chat_id, text, reply)
+        except TokenRejected:
+            self.token_ok = False
+            self.metrics.refused(self.platform, 401)
+            self.metrics.sent(self.platform, "token_rejected")
+            log.error("Telegram rejects the bot's token (401): nothing can be sent until it is replaced")
+            if raise_refusals:
+                raise
         except Blocked:
+            self.metrics.refused(self.platform, 403)
+            self.metrics.sent(self.platform, "blocked")
             log.info("tg:%s cannot be reached (blocked the bot, or gone)", chat_id)
             if self.on_unreachable is not None:
                 await self.on_unreachable(user_key(chat_id))
             if raise_refusals:
                 raise
         except Refused as e:
+            self.metrics.refused(self.platform, 400)
+            self.metrics.sent(self.platform, "refused")
             log.error("Telegram refused a reply to tg:%s: %s", chat_id, e)
             if raise_refusals:
                 raise
@@ -297,9 +331,15 @@ class TelegramCore:
                 as_html(caption[0]) if fits else None,
                 reply.buttons if fits else (),
             )
+            self._sent()
             if fits:
                 return
         pieces = split_text(text)
         for n, piece in enumerate(pieces):
             last = n == len(pieces) - 1
             await bot.send_message(chat_id, as_html(piece), reply.buttons if last else ())
+            self._sent()
+
+    def _sent(self) -> None:
+        self.metrics.sent(self.platform, "ok")
+        self.token_ok = True  # a call went through: the token works (again)

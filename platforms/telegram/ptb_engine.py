@@ -56,6 +56,7 @@ from platforms.telegram.core import (
     SendTimedOut,
     TelegramCore,
     TelegramStartError,
+    TokenRejected,
 )
 from platforms.telegram.options import Claims, TelegramOptions
 from platforms.telegram.ptb_request import AiohttpRequest
@@ -125,6 +126,8 @@ def _markup(buttons: Sequence[Button]) -> InlineKeyboardMarkup | None:
 async def _mapped(call: Awaitable[Any]) -> Any:
     try:
         return await call
+    except InvalidToken as e:
+        raise TokenRejected(e.message) from None
     except Forbidden as e:
         raise Blocked(e.message) from None
     except BadRequest as e:
@@ -270,6 +273,8 @@ class PtbEngine:
             global_rate=options.global_rate,
             per_chat_rate=options.per_chat_rate,
             max_retries=options.max_retries,
+            metrics=core.metrics,
+            platform=core.platform,
         )
         builder = (
             ApplicationBuilder()
@@ -305,6 +310,7 @@ class PtbEngine:
             raise TelegramStartError("Telegram does not accept telegram.token") from None
         except TelegramError as e:
             raise TelegramStartError(f"Telegram: {e.message}") from None
+        self.core.token_ok = True
 
     async def start(self) -> None:
         await self.app.start()

@@ -27,6 +27,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from dialogs.ports import NO_METRICS, ChatMetrics
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -103,7 +105,11 @@ class SendSchedule:
         max_retries: int = 3,
         network_retries: int = 3,
         clock: Callable[[], float] = time.monotonic,
+        metrics: ChatMetrics = NO_METRICS,
+        platform: str = "tg",
     ) -> None:
+        self.metrics = metrics
+        self.platform = platform
         self.per_chat_interval = 1.0 / per_chat_rate
         self.group_interval = 60.0 / group_rate_per_minute
         self.max_retries = max_retries
@@ -173,7 +179,9 @@ class SendSchedule:
         while True:
             if spaced:
                 assert chat_id is not None
+                began = self._clock()
                 await self._wait_turn(chat_id)
+                self.metrics.waited(self.platform, self._clock() - began)
             else:
                 await self._resume.wait()
             try:
@@ -181,6 +189,7 @@ class SendSchedule:
             except Exception as e:
                 verdict = classify(e)
                 if isinstance(verdict, RetryAfter):
+                    self.metrics.refused(self.platform, 429)
                     if retries <= 0:
                         raise
                     retries -= 1

@@ -27,6 +27,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from dialogs.ports import NO_METRICS, ChatMetrics
+
 log = logging.getLogger(__name__)
 
 REFRESH_BEFORE = 300.0
@@ -119,6 +121,9 @@ class TokenApi:
         self._fetching = asyncio.Lock()
         self.fetches = 0
         """Tokens this instance fetched (for the tests and the log)."""
+        self.metrics: ChatMetrics = NO_METRICS
+        self.metrics_platform = "?"
+        """Who counts the sends (``bot.metrics.ChatMeter``), and under which platform label."""
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -211,6 +216,21 @@ class TokenApi:
             if code == BUSY:
                 raise ApiUnavailable(f"{self.platform} busy (-1)")
             raise self.refusal(code, str(data.get("errmsg", "")))
+
+    async def counted(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """A message send, counted for the metrics: ``ok``, ``refused`` (with the errcode) or
+        ``unavailable``."""
+        try:
+            data = await self.call(path, payload)
+        except ApiRefusal as e:
+            self.metrics.refused(self.metrics_platform, e.errcode)
+            self.metrics.sent(self.metrics_platform, "refused")
+            raise
+        except ApiUnavailable:
+            self.metrics.sent(self.metrics_platform, "unavailable")
+            raise
+        self.metrics.sent(self.metrics_platform, "ok")
+        return data
 
     async def upload_image(self, content: bytes, filename: str) -> str:
         """A temporary image (``media/upload``, kept 3 days; the same call on both platforms): its

@@ -59,6 +59,7 @@ class WechatApi(TokenApi):
         self.app_id = app_id
         self._secret = app_secret
         self.stable_token = stable_token
+        self.metrics_platform = "wx"
 
     def refusal(self, code: int, message: str) -> ApiRefusal:
         if code in OUT_OF_WINDOW:
@@ -82,7 +83,7 @@ class WechatApi(TokenApi):
     async def send_custom(self, message: dict[str, Any]) -> None:
         """``message/custom/send``: a text, menu or image message inside the user's window."""
         await self.spacing.wait()
-        await self.call("/cgi-bin/message/custom/send", message)
+        await self.counted("/cgi-bin/message/custom/send", message)
 
     async def send_subscription(
         self, openid: str, template_id: str, data: dict[str, str], *, lang: str = "zh_CN"
@@ -95,7 +96,7 @@ class WechatApi(TokenApi):
             "data": {key: {"value": value} for key, value in data.items()},
             "lang": lang,
         }
-        await self.call("/cgi-bin/message/subscribe/bizsend", payload)
+        await self.counted("/cgi-bin/message/subscribe/bizsend", payload)
 
     async def create_menu(self, menu: dict[str, Any]) -> None:
         await self.call("/cgi-bin/menu/create", menu)

@@ -56,6 +56,7 @@ class WecomApi(TokenApi):
         self.corp_id = corp_id
         self.agent_id = agent_id
         self._secret = secret
+        self.metrics_platform = "wecom"
 
     def refusal(self, code: int, message: str) -> ApiRefusal:
         if code == NO_RECEIVER:
@@ -72,7 +73,7 @@ class WecomApi(TokenApi):
         """``message/send`` to one member: ``message`` holds ``msgtype`` and its part. Returns the
         answer (``response_code`` for a template card)."""
         await self.spacing.wait()
-        data = await self.call(
+        data = await self.counted(
             "/cgi-bin/message/send", {"touser": userid, "agentid": self.agent_id, **message}
         )
         invalid = str(data.get("invaliduser") or "")

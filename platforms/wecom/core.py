@@ -308,6 +308,7 @@ class WecomCore:
             if wait <= 0:
                 return
             log.info("%s reached WeCom's per-member limit: the next message waits %.1f s", user, wait)
+            self.api.metrics.waited(self.platform, wait)
             await asyncio.sleep(wait)
 
     def _payloads(self, m: Part, gen: str) -> list[dict[str, Any]]:

@@ -166,6 +166,13 @@ def test_the_whole_conversation_in_chinese_and_english(
 
     assert sync_redis.keys(f"*wx:{zh.openid}*") == []
     assert sync_redis.keys(f"*wx:{en.openid}*") == []
+    scrape = httpx.get(f"http://127.0.0.1:{bot.port}/metrics", timeout=5).text
+    assert 'yibao_binds_completed_total{insurer="sandbox",platform="wx"} 2.0' in scrape
+    assert re.search(r'yibao_updates_total\{kind="balance",platform="wx"\} [1-9]', scrape)
+    assert re.search(r'yibao_chat_sends_total\{platform="wx",result="ok"\} [1-9]', scrape)
+    ready = httpx.get(f"http://127.0.0.1:{bot.port}/readyz", timeout=5)
+    assert ready.status_code == 200
+    assert "wechat" in ready.text
     assert bot.stop() == 0
     log = bot.log.read_text(encoding="utf-8")
     for who in (demo("normal"), demo("low_balance")):

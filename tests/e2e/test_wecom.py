@@ -6,11 +6,13 @@ be clicked once, per-member limits that drop silently, the directory)."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 from chat_process import BotProcess, demo, free_port, start_run
@@ -154,6 +156,9 @@ def test_the_whole_conversation_with_template_cards_in_chinese_and_english(
     for member in (zh, en):
         assert sync_redis.keys(f"*wecom:{emulator.corp_id}:{member.userid}*") == []
     assert emulator.dropped == 0
+    scrape = httpx.get(f"http://127.0.0.1:{bot.port}/metrics", timeout=5).text
+    assert re.search(r'yibao_chat_sends_total\{platform="wecom",result="ok"\} [1-9]', scrape)
+    assert 'yibao_binds_completed_total{insurer="sandbox",platform="wecom"} 2.0' in scrape
     assert bot.stop() == 0
     log = bot.log.read_text(encoding="utf-8")
     for who in (demo("normal"), demo("low_balance")):
