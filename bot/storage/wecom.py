@@ -14,24 +14,28 @@ from bot.storage.keys import Keys
 from bot.storage.wechat import RedisWechatState
 from dialogs.models import UserKey
 
-# KEYS: the member's pace. ARGV: per minute, per hour, a nonce. Returns ms to wait (0: counted, go).
+# KEYS: the member's pace. ARGV: per minute, per hour, a nonce, the margin (ms). Returns ms to wait
+# (0: counted, go). The windows are a margin longer than WeCom's: a message is counted here when it is
+# about to go and by WeCom when it arrives, and a slow send must not make two arrive within WeCom's minute.
 _PACE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 3600000)
+local minute, hour = 60000 + tonumber(ARGV[4]), 3600000 + tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - hour)
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
   local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  return tonumber(oldest[2]) + 3600000 - now + 1
+  return tonumber(oldest[2]) + hour - now + 1
 end
-local recent = redis.call('ZRANGEBYSCORE', KEYS[1], now - 60000, '+inf', 'WITHSCORES')
+local recent = redis.call('ZRANGEBYSCORE', KEYS[1], now - minute, '+inf', 'WITHSCORES')
 if #recent / 2 >= tonumber(ARGV[1]) then
   local first = tonumber(recent[#recent - 2 * tonumber(ARGV[1]) + 2])
-  return first + 60000 - now + 1
+  return first + minute - now + 1
 end
 redis.call('ZADD', KEYS[1], now, now .. ':' .. ARGV[3])
-redis.call('PEXPIRE', KEYS[1], 3600000)
+redis.call('PEXPIRE', KEYS[1], hour)
 return 0
 """
+MARGIN_MS = 2000
 
 
 class RedisWecomState(RedisWechatState):
@@ -46,6 +50,8 @@ class RedisWecomState(RedisWechatState):
     async def pace(self, user: UserKey) -> float:
         key = self.keys.member_pace(self.cipher.digest(user, purpose="wecom-pace"))
         wait_ms = int(
-            await self._pace(keys=[key], args=[self.per_minute, self.per_hour, secrets.token_hex(4)])
+            await self._pace(
+                keys=[key], args=[self.per_minute, self.per_hour, secrets.token_hex(4), MARGIN_MS]
+            )
         )
         return max(0, wait_ms) / 1000

@@ -98,3 +98,16 @@ async def test_one_instance_at_a_time_fetches_the_token(redis: aioredis.Redis) -
     assert await a.get() == token
     await b.drop(token.value)
     assert await a.get() is None
+
+
+async def test_a_wecom_members_pace_holds_the_message_past_the_limit(redis: aioredis.Redis) -> None:
+    from bot.storage.wecom import MARGIN_MS, RedisWecomState
+
+    s = RedisWecomState(redis, Keys("wxstate"), PiiCipher(os.urandom(32)), per_minute=3, per_hour=5)
+    member = UserKey("wecom:ww0123456789abcdef:zhang.wei")
+    assert [await s.pace(member) for _ in range(3)] == [0, 0, 0]
+    wait = await s.pace(member)  # the 4th in the minute: not counted, told how long to wait
+    assert 60 < wait <= 60 + MARGIN_MS / 1000 + 0.1
+    again = await s.pace(member)
+    assert abs(again - wait) < 0.5  # still waiting: a refused pace is not counted
+    assert not await redis.keys("*zhang.wei*")  # the pace is named by a keyed hash, not the member
