@@ -15,8 +15,6 @@ from zoneinfo import ZoneInfo
 import httpx
 from pydantic import BaseModel
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
 
 from bot.alerts.worker import AlertWorker
 from bot.charts.drawing import MatplotlibCharts
@@ -27,8 +25,9 @@ from bot.identity.otp import OtpLimits, OtpService
 from bot.identity.sms import ConsoleSmsGateway, FileSmsGateway, ShowSms, SmsGateway
 from bot.insurers.registry import Platform, PlatformRegistry
 from bot.storage.codec import StateCodec
+from bot.storage.connect import Topology, connect
 from bot.storage.embedded_redis import EmbeddedRedis
-from bot.storage.health import RedisHealth, redacted_url, wait_for_redis
+from bot.storage.health import RedisHealth, wait_for_redis
 from bot.storage.keys import Keys
 from bot.storage.store import RedisStore
 from dialogs.i18n import Catalogs
@@ -68,6 +67,8 @@ class Runtime:
     clients: dict[str, HttpPlatformClient] = field(default_factory=dict)
     sandboxes: dict[str, SandboxPlatform] = field(default_factory=dict)
     """The in-process sandbox platforms by name, for the demo's and the tests' admin moves."""
+    topology: Topology = field(default_factory=Topology)
+    """Single, Sentinel or Cluster, and what protected writes wait for (``bot.storage.connect``)."""
     _closed: bool = field(default=False, repr=False)
 
     def telegram_core(self) -> TelegramCore:
@@ -97,6 +98,7 @@ class Runtime:
             outlets=outlets,
             checks=checks,
             health=self.health,
+            topology=self.topology,
         )
 
     async def aclose(self) -> None:
@@ -106,6 +108,7 @@ class Runtime:
         for client in self.clients.values():
             await client.aclose()
         await self.redis.aclose()
+        await self.topology.aclose()
         if self.embedded is not None:
             self.embedded.stop()
 
@@ -118,9 +121,9 @@ def pii_key(settings: Settings) -> bytes:
             return parse_key(secret.get_secret_value())
         except ValueError as e:
             raise StartupError(f"security.pii_key: {e}") from None
-    if settings.redis.url is not None:
+    if settings.redis.external:
         raise StartupError(
-            "security.pii_key is required when redis.url is set: every instance must share one key "
+            "security.pii_key is required when redis.url is set (or redis.sentinels): every instance must share one key "
             "(generate one with: python3 -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())')"
         )
     path = settings.general.data_dir / "pii.key"
@@ -130,24 +133,18 @@ def pii_key(settings: Settings) -> bytes:
     return key
 
 
-def _client(url: str) -> Redis:
-    """A client that retries a failed command only briefly (3 times, at most 0.25 s apart): the
-    callers retry on their own terms (the start-up wait, the alert loops, the sender's record), a
-    message gets its apology at once, and a record waiting for Redis is in within moments of its
-    return (redis-py's default, 10 retries up to 1 s apart, would hold it a few seconds longer)."""
-    return Redis.from_url(url, retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.25), 3))
-
-
-def open_redis(settings: Settings) -> tuple[Redis, EmbeddedRedis | None, str]:
-    """The client, the embedded server if one was started, and where Redis is (for log lines)."""
-    if settings.redis.url is not None:
-        url = settings.redis.url.get_secret_value()
-        return _client(url), None, redacted_url(url)
+def open_redis(settings: Settings) -> tuple[Redis, EmbeddedRedis | None, Topology]:
+    """The client, the embedded server if one was started, and the topology (where Redis is, for
+    log lines, and what protected writes wait for)."""
+    if settings.redis.external:
+        client, topology = connect(settings.redis)
+        return client, None, topology
     # Started on the calling (main) thread so the child is tied to this process's life.
     embedded = EmbeddedRedis(settings.general.data_dir / "redis")
     embedded.start()
     log.info("embedded redis-server %s started (pid %s)", embedded.binary, embedded.pid)
-    return _client(embedded.url), embedded, embedded.url
+    client, topology = connect(settings.redis, url=embedded.url)
+    return client, embedded, topology
 
 
 def sms_gateway(settings: Settings, clock: Clock, show_sms: ShowSms | None) -> SmsGateway:
@@ -235,21 +232,22 @@ async def build_runtime(
     cipher = PiiCipher(pii_key(settings))
     gateway = sms_gateway(settings, clock, show_sms)
     embedded = None
-    where = "the given client"
+    topology = Topology(where="the given client")
     if redis is None:
-        redis, embedded, where = open_redis(settings)
+        redis, embedded, topology = open_redis(settings)
     # The embedded server answered already; one at redis.url may still be starting.
     wait = settings.redis.connect_wait_seconds if embedded is None else 0.0
     try:
-        if not await wait_for_redis(redis, where=where, wait_seconds=wait, stop=stop):
+        if not await wait_for_redis(redis, where=topology.where, wait_seconds=wait, stop=stop):
             raise StoppedWhileStarting()
     except BaseException:
         await redis.aclose()
+        await topology.aclose()
         if embedded is not None:
             embedded.stop()
         raise
-    health = RedisHealth(where)
-    keys = Keys(settings.redis.prefix)
+    health = RedisHealth(topology.where)
+    keys = Keys(settings.redis.prefix, shards=settings.alerts.shards)
     catalogs = Catalogs()
     store = RedisStore(
         redis,
@@ -260,6 +258,7 @@ async def build_runtime(
         lock_seconds=settings.redis.lock_seconds,
         lock_wait_seconds=settings.redis.lock_wait_seconds,
         health=health,
+        topology=topology,
     )
     o = settings.otp
     otp = OtpService(
@@ -301,4 +300,5 @@ async def build_runtime(
         health=health,
         clients=clients,
         sandboxes=sandboxes,
+        topology=topology,
     )

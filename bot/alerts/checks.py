@@ -22,14 +22,16 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from bot.alerts.outbox import Outbox
 from bot.alerts.schedule import Rounds
 from bot.insurers.registry import PlatformRegistry
+from bot.storage.batch import as_cluster, call, send
 from bot.storage.codec import StateCodec
 from bot.storage.health import UNREACHABLE
 from bot.storage.keys import Keys, UserKind
-from bot.storage.streams import Entry, GroupReader
+from bot.storage.streams import Entry, ShardedReader
 from dialogs.crossing import AlertFacts, Verdict, Watch, judge
 from dialogs.models import BalanceView, MemberId, PlatformName, UserKey
 from dialogs.ports import Clock, InsuranceProblem
@@ -71,6 +73,8 @@ for _, key in ipairs(KEYS) do
 end
 return out
 """
+
+PROFILE_FIELDS = ("binding", "threshold", "alert", "alert_sent")
 
 # KEYS: the user's profile. ARGV: the threshold and watch the check saw, the watch to write.
 _MARK = """
@@ -144,9 +148,14 @@ class Checker:
         self.clock = clock
         self.batch_size = batch_size
         self.concurrency = platform_concurrency
-        self.reader = GroupReader(
-            redis, keys.checks(), GROUP, consumer, reclaim_after_seconds=reclaim_after_seconds
+        self.reader = ShardedReader(
+            redis,
+            [keys.checks(shard) for shard in range(keys.shards)],
+            GROUP,
+            consumer,
+            reclaim_after_seconds=reclaim_after_seconds,
         )
+        self._cluster = as_cluster(redis) is not None
         self._move = redis.register_script(_MOVE)
         self._read = redis.register_script(_READ)
         self._mark = redis.register_script(_MARK)
@@ -164,17 +173,18 @@ class Checker:
         base_ms = int(self.rounds.next_start(now).timestamp() * 1000)
         jitter_ms = int(self.rounds.jitter.total_seconds() * 1000)
         limit = self.batch_size * MOVE_LIMIT_BATCHES
-        total = 0
-        while True:
-            moved = int(
-                await self._move(
-                    keys=[self.keys.schedule(), self.keys.checks()],
-                    args=[now_ms, limit, self.batch_size, base_ms, jitter_ms],
-                )
-            )
-            total += moved
-            if moved < limit:
-                return total
+        args = [now_ms, limit, self.batch_size, base_ms, jitter_ms]
+
+        async def move(shard: int) -> int:
+            keys = [self.keys.schedule(shard), self.keys.checks(shard)]
+            total = 0
+            while True:
+                moved = int(await self._move(keys=keys, args=args))
+                total += moved
+                if moved < limit:
+                    return total
+
+        return sum(await asyncio.gather(*(move(shard) for shard in range(self.keys.shards))))
 
     # -- the checks -----------------------------------------------------------------------------
 
@@ -198,9 +208,7 @@ class Checker:
                 report.unknown,
                 report.checked,
             )
-        pipe = self.redis.pipeline(transaction=False)
-        self.reader.done(pipe, entry_id)
-        await pipe.execute()
+        await send(self.redis, lambda pipe: self.reader.done(pipe, entry_id))
         return report
 
     async def check(self, users: list[UserKey]) -> CheckReport:
@@ -208,7 +216,7 @@ class Checker:
         report = CheckReport(checked=len(users))
         subscribers, gone = await self._load(users)
         if gone:
-            report.unsubscribed = int(await self._forget(keys=[self.keys.schedule()], args=gone))
+            report.unsubscribed = await self._forget_all(gone)
         by_platform: defaultdict[PlatformName, list[_Subscriber]] = defaultdict(list)
         for s in subscribers:
             by_platform[s.platform].append(s)
@@ -233,20 +241,41 @@ class Checker:
             report.alerts += sent
             report.unreachable += unreachable
         if rearm:
-            pipe = self.redis.pipeline(transaction=False)
-            for s in rearm:
-                fresh = Watch(secrets.token_hex(6), told=False).mark()
-                await self._mark(
-                    keys=[self.keys.user(s.user, UserKind.PROFILE)],
-                    args=[s.threshold_raw, s.mark, fresh],
-                    client=pipe,
-                )
-            report.rearmed += sum(map(int, await pipe.execute()))
+
+            def fill(pipe: Pipeline) -> None:
+                for s in rearm:
+                    fresh = Watch(secrets.token_hex(6), told=False).mark()
+                    profile = self.keys.user(s.user, UserKind.PROFILE)
+                    call(pipe, self._mark, [profile], [s.threshold_raw, s.mark, fresh])
+
+            report.rearmed += sum(map(int, await send(self.redis, fill, scripts=[self._mark])))
         return report
 
+    async def _forget_all(self, gone: list[str]) -> int:
+        by_shard: defaultdict[int, list[str]] = defaultdict(list)
+        for user in gone:
+            by_shard[self.keys.shard_of(user)].append(user)
+        counts = await asyncio.gather(
+            *(self._forget(keys=[self.keys.schedule(shard)], args=users) for shard, users in by_shard.items())
+        )
+        return sum(map(int, counts))
+
+    async def _read_profiles(self, users: list[UserKey]) -> list[list[bytes | None]]:
+        """Four fields of each user's profile. One script for the batch on one Redis; on a cluster
+        an HMGET per user, pipelined: one round trip per master, sent in parallel."""
+        profiles = [self.keys.user(user, UserKind.PROFILE) for user in users]
+        if self._cluster:
+
+            def fill(pipe: Pipeline) -> None:
+                for profile in profiles:
+                    pipe.hmget(profile, PROFILE_FIELDS)
+
+            return await send(self.redis, fill)
+        flat = await self._read(keys=profiles)
+        return [flat[i : i + 4] for i in range(0, len(flat), 4)]
+
     async def _load(self, users: list[UserKey]) -> tuple[list[_Subscriber], list[str]]:
-        flat = await self._read(keys=[self.keys.user(user, UserKind.PROFILE) for user in users])
-        rows = [flat[i : i + 4] for i in range(0, len(flat), 4)]
+        rows = await self._read_profiles(users)
         subscribers: list[_Subscriber] = []
         gone: list[str] = []
         for user, (binding, threshold, mark, sent) in zip(users, rows, strict=True):
@@ -282,17 +311,24 @@ class Checker:
     async def _alert(self, crossings: list[tuple[_Subscriber, BalanceView]]) -> tuple[int, int]:
         """Outbox first, then the mark: a crash in between queues the same crossing again next time,
         and the sender sends it once. Users the chat platform cannot reach get nothing queued."""
-        pipe = self.redis.pipeline(transaction=False)
-        for s, _ in crossings:
-            pipe.exists(self.keys.user(s.user, UserKind.UNREACHABLE))
-        reachable = [c for c, gone in zip(crossings, await pipe.execute(), strict=True) if not gone]
+
+        def ask(pipe: Pipeline) -> None:
+            for s, _ in crossings:
+                pipe.exists(self.keys.user(s.user, UserKind.UNREACHABLE))
+
+        reachable = [c for c, gone in zip(crossings, await send(self.redis, ask), strict=True) if not gone]
         found_at = self.clock.now()
-        pipe = self.redis.pipeline(transaction=False)
-        for s, balance in reachable:
-            assert balance.personal_account is not None  # judge() alerts only on a personal account
-            facts = AlertFacts(balance=balance.personal_account, threshold=s.threshold, as_of=balance.as_of)
-            self.outbox.put(pipe, s.user, s.watch.token, facts, found_at)
-        await pipe.execute()
+
+        def put(pipe: Pipeline) -> None:
+            for s, balance in reachable:
+                assert balance.personal_account is not None  # judge() alerts only on a personal account
+                facts = AlertFacts(
+                    balance=balance.personal_account, threshold=s.threshold, as_of=balance.as_of
+                )
+                self.outbox.put(pipe, s.user, s.watch.token, facts, found_at)
+
+        if reachable:
+            await send(self.redis, put)
         await self._mark_told(reachable)
         for s, _ in reachable:
             log.info("alert queued for %s (crossing %s)", s.user, s.watch.token)
@@ -304,17 +340,20 @@ class Checker:
         finds the same crossing token, and the sender drops the second copy as a duplicate."""
         delay = 0.05
         failed_at: float | None = None
-        while True:
-            pipe = self.redis.pipeline(transaction=False)
+
+        def fill(pipe: Pipeline) -> None:
             for s, _ in reachable:
                 told = Watch(s.watch.token, told=True).mark()
-                await self._mark(
-                    keys=[self.keys.user(s.user, UserKind.PROFILE)],
-                    args=[s.threshold_raw, s.mark, told],
-                    client=pipe,
+                call(
+                    pipe,
+                    self._mark,
+                    [self.keys.user(s.user, UserKind.PROFILE)],
+                    [s.threshold_raw, s.mark, told],
                 )
+
+        while reachable:
             try:
-                await pipe.execute()
+                await send(self.redis, fill, scripts=[self._mark])
                 break
             except UNREACHABLE as e:
                 if failed_at is None:

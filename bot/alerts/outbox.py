@@ -43,9 +43,11 @@ from redis.exceptions import RedisError
 
 from bot.alerts.schedule import QuietHours
 from bot.crypto.pii import PiiError
+from bot.storage.batch import call, send
 from bot.storage.codec import StateCodec
+from bot.storage.connect import Topology
 from bot.storage.keys import Keys, UserKind
-from bot.storage.streams import Entry, GroupReader
+from bot.storage.streams import Entry, ShardedReader
 from dialogs.crossing import AlertFacts, Spend, alert_replies
 from dialogs.i18n import Catalogs
 from dialogs.models import UserKey
@@ -71,7 +73,7 @@ class Outbox:
 
     def put(self, pipe: Pipeline, user: UserKey, token: str, facts: AlertFacts, found_at: datetime) -> None:
         pipe.xadd(
-            self.keys.outbox(chat_platform(user)),
+            self.keys.outbox(chat_platform(user), self.keys.shard_of(user)),
             {
                 "user": user,
                 "token": token,
@@ -209,8 +211,10 @@ class Sender:
         insurance: InsurancePort | None = None,
         rate: float = 20.0,
         reclaim_after_seconds: float = 60.0,
+        topology: Topology | None = None,
     ) -> None:
         self.redis = redis
+        self.topology = topology or Topology()
         self.keys = keys
         self.codec = codec
         self.platform = platform
@@ -222,9 +226,9 @@ class Sender:
         self.quiet = quiet
         self.insurance = insurance
         self.consumer = consumer
-        self.stream = keys.outbox(platform)
-        self.reader = GroupReader(
-            redis, self.stream, GROUP, consumer, reclaim_after_seconds=reclaim_after_seconds
+        self.streams = [keys.outbox(platform, shard) for shard in range(keys.shards)]
+        self.reader = ShardedReader(
+            redis, self.streams, GROUP, consumer, reclaim_after_seconds=reclaim_after_seconds
         )
         self.pacer = Pacer(redis, keys.outbox_pace(platform), rate)
         self.reclaim_after = reclaim_after_seconds
@@ -246,7 +250,14 @@ class Sender:
         now_ms = int(self.clock.now().timestamp() * 1000)
         self._gap_allowed = max(self.reclaim_after / 2, block_ms / 1000 + 1.0)
         try:
-            await self._release(keys=[self.keys.outbox_later(self.platform), self.stream], args=[now_ms, 100])
+            await asyncio.gather(
+                *(
+                    self._release(
+                        keys=[self.keys.outbox_later(self.platform, shard), stream], args=[now_ms, 100]
+                    )
+                    for shard, stream in enumerate(self.streams)
+                )
+            )
             self._contact()
             entries = await self.reader.take(count, block_ms)
             self._contact()
@@ -401,16 +412,16 @@ class Sender:
         claim is renewed meanwhile (``_keep``), so no other sender sends the alert again."""
         delay = 0.05
         failed_at: float | None = None
-        while True:
-            pipe = self.redis.pipeline(transaction=False)
-            await self._record(
-                keys=[self.keys.user(user, UserKind.PROFILE), self.keys.user(user, UserKind.SENDING)],
-                args=[token, whose],
-                client=pipe,
-            )
+        profile = self.keys.user(user, UserKind.PROFILE)
+
+        def fill(pipe: Pipeline) -> None:
+            call(pipe, self._record, [profile, self.keys.user(user, UserKind.SENDING)], [token, whose])
             self.reader.done(pipe, entry_id)
+
+        while True:
             try:
-                await pipe.execute()
+                # Waits for a replica (redis.wait_replicas): a failover must not forget that it was sent.
+                await send(self.redis, fill, scripts=[self._record], topology=self.topology, protect=profile)
                 break
             except (RedisError, OSError) as e:
                 if failed_at is None:
@@ -451,25 +462,27 @@ class Sender:
 
     async def _defer(self, entry_id: bytes, fields: dict[bytes, bytes], until: datetime) -> None:
         record = json.dumps({k.decode(): v.decode() for k, v in fields.items()}, sort_keys=True)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zadd(self.keys.outbox_later(self.platform), {record: int(until.timestamp() * 1000)})
-        self.reader.done(pipe, entry_id)
-        await pipe.execute()
+        later = self.keys.outbox_later(self.platform, self.keys.shard_of(fields[b"user"].decode()))
+
+        def fill(pipe: Pipeline) -> None:
+            pipe.zadd(later, {record: int(until.timestamp() * 1000)})
+            self.reader.done(pipe, entry_id)
+
+        await send(self.redis, fill)
 
     async def _drop(
         self, entry_id: bytes, user: str, token: str, reason: str, *, whose: str | None = None
     ) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.xadd(
-            self.keys.outbox_dropped(),
-            {"user": user, "token": token, "reason": reason, "at": str(int(time.time()))},
-            maxlen=DROPPED_KEEP,
-            approximate=True,
-        )
-        if whose is not None and user:
-            await self._unclaim(
-                keys=[self.keys.user(UserKey(user), UserKind.SENDING)], args=[whose], client=pipe
+        def fill(pipe: Pipeline) -> None:
+            pipe.xadd(
+                self.keys.outbox_dropped(),
+                {"user": user, "token": token, "reason": reason, "at": str(int(time.time()))},
+                maxlen=DROPPED_KEEP,
+                approximate=True,
             )
-        self.reader.done(pipe, entry_id)
-        await pipe.execute()
+            if whose is not None and user:
+                call(pipe, self._unclaim, [self.keys.user(UserKey(user), UserKind.SENDING)], [whose])
+            self.reader.done(pipe, entry_id)
+
+        await send(self.redis, fill, scripts=[self._unclaim])
         log.info("alert for %s dropped: %s", user or "?", reason)

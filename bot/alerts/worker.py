@@ -25,6 +25,7 @@ from bot.alerts.schedule import QuietHours, Rounds
 from bot.config import AlertSettings
 from bot.insurers.registry import PlatformRegistry
 from bot.storage.codec import StateCodec
+from bot.storage.connect import Topology
 from bot.storage.health import UNREACHABLE, RedisHealth
 from bot.storage.keys import Keys
 from dialogs.i18n import Catalogs
@@ -62,6 +63,7 @@ class AlertWorker:
         outlets: Mapping[str, Outlet],
         checks: bool = True,
         health: RedisHealth | None = None,
+        topology: Topology | None = None,
     ) -> None:
         consumer = consumer_name()
         self.health = health or RedisHealth("?")
@@ -97,6 +99,7 @@ class AlertWorker:
                 insurance=insurance,
                 rate=alerts.send_rate,
                 reclaim_after_seconds=alerts.reclaim_after_seconds,
+                topology=topology,
             )
             for platform, outlet in outlets.items()
         ]

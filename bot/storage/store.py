@@ -14,14 +14,16 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.asyncio.client import Pipeline
 
+from bot.storage.batch import as_cluster, call, send
 from bot.storage.codec import StateCodec
+from bot.storage.connect import Topology
 from bot.storage.health import UNREACHABLE, RedisHealth
 from bot.storage.keys import Keys, UserKind
 from dialogs.crossing import Watch
@@ -133,8 +135,11 @@ class RedisStore:
         lock_seconds: float = 30.0,
         lock_wait_seconds: float = 10.0,
         health: RedisHealth | None = None,
+        topology: Topology | None = None,
     ) -> None:
         self.redis = redis
+        self.topology = topology or Topology()
+        self._cluster = as_cluster(redis) is not None
         self.health = health or RedisHealth("?")
         self.keys = keys
         self.codec = codec
@@ -195,6 +200,14 @@ class RedisStore:
         try:
             if len(peeks) == 1:
                 answers = [await self._read_script(keys=self._read_keys(peeks[0][0]))]
+            elif self._cluster:
+                # One script per user (a script's keys share a slot), pipelined: one round trip per
+                # master, in parallel.
+                def fill(pipe: Pipeline) -> None:
+                    for user, _ in peeks:
+                        call(pipe, self._read_script, self._read_keys(user))
+
+                answers = await send(self.redis, fill, scripts=[self._read_script])
             else:
                 keys = [key for user, _ in peeks for key in self._read_keys(user)]
                 answers = await self._read_many(keys=keys)
@@ -288,21 +301,27 @@ class RedisStore:
                 balance = "-"  # a new binding: the cached balance was someone else's
             args = [token, "write", session, self.session_ttl_ms, balance, self.balance_ttl_ms]
             args += [len(sets) // 2, *sets, *dels]
+        schedule = self.keys.schedule_of(user)
+        protect = keys[2] if outcome.set_binding is not None and not outcome.erase else None
         if outcome.set_threshold is not None and not outcome.erase:
             # Scheduled before the threshold is written: a check that finds no threshold drops the
             # user, so a crash in between leaves nobody with a threshold and no checks.
-            # EVALSHA by hand: a pipeline given the script object first asks SCRIPT EXISTS, a round trip.
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.zadd(self.keys.schedule(), {user: 0})
-            pipe.evalsha(self._write.sha, len(keys), *keys, *args)
-            try:
-                written = (await pipe.execute())[1]
-            except NoScriptError:  # a Redis that restarted or was flushed: load it and write again
-                written = await self._write(keys=keys, args=args)
+            def fill(pipe: Pipeline) -> None:
+                pipe.zadd(schedule, {user: 0})
+                call(pipe, self._write, keys, args)
+
+            written = (await self._send(fill, protect))[1]
+        elif protect is not None:
+            written = (await self._send(lambda pipe: call(pipe, self._write, keys, args), protect))[0]
         else:
             written = await self._write(keys=keys, args=args)
         if not written:
             log.warning("guard for %s expired before its update was saved", user)
             raise GuardLost(user)
         if outcome.erase or outcome.clear_threshold:
-            await self.redis.zrem(self.keys.schedule(), user)
+            await self.redis.zrem(schedule, user)
+
+    async def _send(self, fill: Callable[[Pipeline], None], protect: str | None) -> list[Any]:
+        """A completed bind waits for ``redis.wait_replicas`` replicas (``WAIT``, on the write's
+        connection): a failover right after the user was told "bound" must not lose it."""
+        return await send(self.redis, fill, scripts=[self._write], topology=self.topology, protect=protect)

@@ -1,4 +1,5 @@
-"""The Redis store: the per-user guard under concurrency, expiry, what is (not) written."""
+"""The Redis store: the per-user guard under concurrency, expiry, what is (not) written; on one
+Redis, a Sentinel-watched primary and a Cluster."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ import pytest
 import redis.asyncio as aioredis
 from conftest import Harness, HarnessFactory, person
 from pydantic import SecretStr
+from topologies import TOPOLOGIES, ClientFactory, all_keys
 
 from bot.crypto.pii import PiiCipher, new_key_text, parse_key
 from bot.storage.codec import StateCodec
 from bot.storage.keys import Keys, UserKind
 from bot.storage.store import GuardLost, RedisStore, UserBusy
 from dialogs.models import Outcome, PendingBind, Session, State, UserKey, UserState
+from dialogs.ports import Step
+
+pytestmark = TOPOLOGIES
 
 USER = UserKey("tg:42")
 
@@ -37,18 +42,31 @@ async def increment(state: UserState) -> Outcome:
 
 
 async def test_fifty_concurrent_updates_from_two_instances_lose_nothing(
-    redis: aioredis.Redis, redis_url: str
+    redis: aioredis.Redis, new_client: ClientFactory
 ) -> None:
     key = new_key_text()
-    other = aioredis.Redis.from_url(redis_url)
-    try:
-        a, b = make_store(redis, key), make_store(other, key)
-        await asyncio.gather(*(store.update(USER, increment) for store in [a, b] * 25))
-        state = await a.peek(USER)
-        assert state.profile.threshold == Decimal(50)
-        assert await redis.exists(Keys().user(USER, UserKind.LOCK)) == 0
-    finally:
-        await other.aclose()
+    a, b = make_store(redis, key), make_store(new_client(), key)
+    await asyncio.gather(*(store.update(USER, increment) for store in [a, b] * 25))
+    state = await a.peek(USER)
+    assert state.profile.threshold == Decimal(50)
+    assert await redis.exists(Keys().user(USER, UserKind.LOCK)) == 0
+
+
+async def test_peeks_of_many_users_at_once_each_get_their_own_state(redis: aioredis.Redis) -> None:
+    """Peeks in one turn of the event loop share one read: one script on one Redis, one pipeline
+    split by node on a cluster, where the users' keys are in many slots."""
+    store = make_store(redis, new_key_text())
+    users = [UserKey(f"tg:{n}") for n in range(1, 41)]
+
+    def setting(n: int) -> Step:
+        async def step(state: UserState) -> Outcome:
+            return Outcome(replies=(), session=Session(), set_threshold=Decimal(n))
+
+        return step
+
+    await asyncio.gather(*(store.update(user, setting(n)) for n, user in enumerate(users, 1)))
+    states = await asyncio.gather(*(store.peek(user) for user in users))
+    assert [s.profile.threshold for s in states] == [Decimal(n) for n in range(1, 41)]
 
 
 async def test_fifty_concurrent_messages_leave_one_consistent_session(make_harness: HarnessFactory) -> None:
@@ -99,7 +117,7 @@ async def test_a_failing_step_writes_nothing_and_frees_the_guard(redis: aioredis
 
     with pytest.raises(RuntimeError):
         await store.update(USER, boom)
-    assert await redis.keys("*") == []
+    assert await all_keys(redis) == []
     await store.update(USER, increment)
     assert (await store.peek(USER)).profile.threshold == 1
 
@@ -173,6 +191,6 @@ async def test_unbind_needs_a_yes(harness: Harness) -> None:
 
 async def test_unbind_when_not_bound_erases_what_is_left(harness: Harness) -> None:
     await harness.say("/lang zh")
-    assert await harness.redis.keys("*{console:alice}*")
+    assert await all_keys(harness.redis, "*{console:alice}*")
     await harness.say("/unbind")
-    assert await harness.redis.keys("*{console:alice}*") == []
+    assert await all_keys(harness.redis, "*{console:alice}*") == []

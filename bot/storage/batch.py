@@ -1,0 +1,95 @@
+"""Several commands in one round trip, on any topology, and the writes that wait for a replica.
+
+:func:`send` fills a pipeline (without MULTI) and sends it. On one Redis that is one round trip; on a
+Cluster, redis-py's ``ClusterPipeline`` splits it by node and sends the parts in parallel, so a batch
+over many users' keys costs one round trip per master, not one per user. A script the server does not
+know (a Redis that restarted, or a replica just promoted: the script cache is not replicated) is
+loaded on every master and the whole batch sent again, so every command in a batch must be harmless
+to repeat.
+
+``protect``: the key of a write that must survive the loss of its primary. ``WAIT n timeout`` is
+sent last, in the same pipeline, to the node that holds that key, so it runs on the connection that
+made the write and returns once ``n`` replicas have it. Fewer within the timeout is logged: the write
+then stands on the primary alone, and a failover right after it could lose it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, cast
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
+from bot.storage.connect import Topology
+
+log = logging.getLogger(__name__)
+
+Fill = Callable[[Pipeline], Awaitable[None] | None]
+
+
+def as_cluster(client: Redis) -> RedisCluster | None:
+    """The client as the ``RedisCluster`` it is, or None for one Redis (single or Sentinel)."""
+    candidate = cast("object", client)
+    return candidate if isinstance(candidate, RedisCluster) else None
+
+
+async def send(
+    client: Redis,
+    fill: Fill,
+    *,
+    scripts: Iterable[AsyncScript] = (),
+    topology: Topology | None = None,
+    protect: str | None = None,
+) -> list[Any]:
+    """The results of the commands ``fill`` queued, in order (see the module docstring)."""
+    guard = topology if topology is not None and protect is not None and topology.wait_replicas else None
+    for attempt in (1, 2):
+        pipe = client.pipeline(transaction=False)
+        filled = fill(pipe)
+        if filled is not None:
+            await filled
+        if guard is not None and protect is not None:
+            _queue_wait(client, pipe, protect, guard.wait_replicas, guard.wait_timeout_ms)
+        try:
+            results: list[Any] = await pipe.execute()
+        except NoScriptError:
+            if attempt == 2:
+                raise
+            for script in scripts:
+                script.sha = await client.script_load(script.script)
+            continue
+        if guard is not None:
+            acked = int(results.pop())
+            if acked < guard.wait_replicas:
+                guard.unprotected += 1
+                log.warning(
+                    "a write to %s reached %d of %d replicas within %d ms; it stands on the primary alone",
+                    protect,
+                    acked,
+                    guard.wait_replicas,
+                    guard.wait_timeout_ms,
+                )
+        return results
+    raise AssertionError("unreachable")
+
+
+def _queue_wait(client: Redis, pipe: Pipeline, key: str, replicas: int, timeout_ms: int) -> None:
+    cluster = as_cluster(client)
+    if cluster is None:
+        pipe.execute_command("WAIT", replicas, timeout_ms)
+    else:
+        node = cluster.get_node_from_key(key)
+        pipe.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
+
+
+def call(pipe: Pipeline, script: AsyncScript, keys: list[str], args: Iterable[Any] = ()) -> None:
+    """Queue ``script`` on ``pipe`` as a bare EVALSHA: no ``SCRIPT EXISTS`` round trip first, as
+    redis-py's own pipeline would add; a server without it makes :func:`send` load it and resend."""
+    # execute_command: redis-py's ClusterPipeline blocks its evalsha method, though it routes the
+    # command itself by its keys (all of one slot) like any other.
+    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
