@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.sentinel import Sentinel
 
 ClientFactory = Callable[[], aioredis.Redis]
 
@@ -33,3 +36,35 @@ async def all_keys(client: aioredis.Redis, pattern: str = "*") -> list[bytes]:
     if isinstance(answer, dict):
         return [key for keys in answer.values() for key in keys]
     return list(answer)
+
+
+def redis_env(settings: dict[str, Any]) -> dict[str, str]:
+    """The ``[redis]`` settings of a topology as the ``YIBAO_REDIS__*`` variables of a process."""
+    env = {}
+    for key, value in settings.items():
+        shown = json.dumps(value) if isinstance(value, list | bool) else str(value)
+        env[f"YIBAO_REDIS__{key.upper()}"] = shown
+    if settings.get("cluster"):
+        env["YIBAO_ALERTS__SHARDS"] = str(CLUSTER_SHARDS)
+    return env
+
+
+def sync_client(settings: dict[str, Any]) -> redis.Redis:
+    """A blocking client on a topology, to look at what a process stored (typed as ``Redis``)."""
+    if settings.get("sentinels"):
+        hosts = [(a.rpartition(":")[0], int(a.rpartition(":")[2])) for a in settings["sentinels"]]
+        return Sentinel(hosts).master_for(settings["sentinel_master"])
+    if settings.get("cluster"):
+        return cast("redis.Redis", redis.RedisCluster.from_url(settings["url"]))
+    return redis.Redis.from_url(settings["url"])
+
+
+def sync_keys(client: redis.Redis, pattern: str = "*") -> list[bytes]:
+    """``KEYS`` on every master of a cluster, or on the one Redis."""
+    candidate: object = client
+    if isinstance(candidate, redis.RedisCluster):
+        answer: Any = candidate.keys(pattern, target_nodes=redis.RedisCluster.PRIMARIES)
+        if isinstance(answer, dict):
+            return [key for keys in answer.values() for key in keys]
+        return list(answer)
+    return list(client.keys(pattern))
