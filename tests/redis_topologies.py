@@ -79,6 +79,16 @@ def _wait(check: object, what: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"timed out waiting for {what} (last error: {last})")
 
 
+def _online_replicas(node: Node) -> int:
+    """Replicas past their first sync (``state=online``), which is when ``WAIT`` counts them."""
+    info = node.client().info("replication")
+    return sum(
+        1
+        for k, v in info.items()
+        if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"
+    )
+
+
 @dataclass
 class Node:
     """One ``redis-server`` process (a data node or a sentinel) on a port of its own."""
@@ -100,7 +110,8 @@ class Node:
             f'logfile "{self.folder / "redis.log"}"',
         ]
         if not self.sentinel:
-            common += ['save ""', "appendonly no"]
+            # No 5 s pause before a replica's first sync (Redis's default, to batch replicas).
+            common += ['save ""', "appendonly no", "repl-diskless-sync-delay 0"]
         if not conf.exists():  # a sentinel rewrites its file; a restarted node keeps what it wrote
             conf.write_text("\n".join([*common, *self.args]) + "\n")
         argv = [str(server), str(conf)]
@@ -160,7 +171,7 @@ class SentinelSet:
             master = s.client().sentinel_master(MASTER_NAME)
             if int(master["num-slaves"]) < 1 or int(master["num-other-sentinels"]) < 2:
                 return False
-        return int(self.primary.client().info("replication")["connected_slaves"]) >= 1
+        return _online_replicas(self.primary) >= 1
 
     @property
     def addresses(self) -> list[str]:
@@ -226,7 +237,7 @@ class ClusterSet:
             if info.get("cluster_state") != "ok" or int(info.get("cluster_known_nodes", 0)) < len(self.nodes):
                 return False
         masters = [n for n in self.nodes if self._role(n) == "master"]
-        return all(int(n.client().info("replication")["connected_slaves"]) >= self.replicas for n in masters)
+        return all(_online_replicas(n) >= self.replicas for n in masters)
 
     @staticmethod
     def _role(node: Node) -> str:

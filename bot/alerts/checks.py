@@ -29,6 +29,7 @@ from bot.alerts.schedule import Rounds
 from bot.insurers.registry import PlatformRegistry
 from bot.storage.batch import as_cluster, call, send
 from bot.storage.codec import StateCodec
+from bot.storage.connect import Topology
 from bot.storage.health import UNREACHABLE
 from bot.storage.keys import Keys, UserKind
 from bot.storage.streams import Entry, ShardedReader
@@ -138,8 +139,10 @@ class Checker:
         batch_size: int = 100,
         platform_concurrency: int = 4,
         reclaim_after_seconds: float = 60.0,
+        topology: Topology | None = None,
     ) -> None:
         self.redis = redis
+        self.topology = topology or Topology()
         self.keys = keys
         self.codec = codec
         self.insurance = insurance
@@ -328,7 +331,10 @@ class Checker:
                 self.outbox.put(pipe, s.user, s.watch.token, facts, found_at)
 
         if reachable:
-            await send(self.redis, put)
+            # The alerts wait for a replica (redis.wait_replicas) before the watches are marked told:
+            # a failover must not keep the mark and lose the alert.
+            streams = {self.outbox.stream_of(s.user) for s, _ in reachable}
+            await send(self.redis, put, topology=self.topology, protect=sorted(streams))
         await self._mark_told(reachable)
         for s, _ in reachable:
             log.info("alert queued for %s (crossing %s)", s.user, s.watch.token)

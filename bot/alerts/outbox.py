@@ -71,9 +71,12 @@ class Outbox:
         self.keys = keys
         self.codec = codec
 
+    def stream_of(self, user: UserKey) -> str:
+        return self.keys.outbox(chat_platform(user), self.keys.shard_of(user))
+
     def put(self, pipe: Pipeline, user: UserKey, token: str, facts: AlertFacts, found_at: datetime) -> None:
         pipe.xadd(
-            self.keys.outbox(chat_platform(user), self.keys.shard_of(user)),
+            self.stream_of(user),
             {
                 "user": user,
                 "token": token,
@@ -297,13 +300,19 @@ class Sender:
         sending = self.keys.user(user, UserKind.SENDING)
         whose, value = self._claim_value(token)
         replace = self._stale_claim(user)
-        answer = await self._claim(
-            keys=[
-                self.keys.user(user, UserKind.PROFILE),
-                self.keys.user(user, UserKind.UNREACHABLE),
-                sending,
-            ],
-            args=[token, value, replace or b"", whose],
+        claim_keys = [
+            self.keys.user(user, UserKind.PROFILE),
+            self.keys.user(user, UserKind.UNREACHABLE),
+            sending,
+        ]
+        # The claim waits for a replica (redis.wait_replicas): after a failover, a claim the new
+        # primary never heard of would let a second sender send the same alert.
+        [answer] = await send(
+            self.redis,
+            lambda pipe: call(pipe, self._claim, claim_keys, [token, value, replace or b"", whose]),
+            scripts=[self._claim],
+            topology=self.topology,
+            protect=[sending],
         )
         self._contact()
         status = answer[0].decode()
@@ -421,7 +430,9 @@ class Sender:
         while True:
             try:
                 # Waits for a replica (redis.wait_replicas): a failover must not forget that it was sent.
-                await send(self.redis, fill, scripts=[self._record], topology=self.topology, protect=profile)
+                await send(
+                    self.redis, fill, scripts=[self._record], topology=self.topology, protect=[profile]
+                )
                 break
             except (RedisError, OSError) as e:
                 if failed_at is None:

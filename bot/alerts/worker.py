@@ -82,6 +82,7 @@ class AlertWorker:
                 batch_size=alerts.batch_size,
                 platform_concurrency=alerts.platform_concurrency,
                 reclaim_after_seconds=alerts.reclaim_after_seconds,
+                topology=topology,
             )
         self.senders = [
             Sender(

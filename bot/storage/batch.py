@@ -16,6 +16,7 @@ then stands on the primary alone, and a failover right after it could lose it.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 
@@ -28,6 +29,9 @@ from redis.exceptions import NoScriptError
 from bot.storage.connect import Topology
 
 log = logging.getLogger(__name__)
+
+WARN_EVERY = 60.0
+"""Seconds between two warnings about writes that did not reach their replicas."""
 
 Fill = Callable[[Pipeline], Awaitable[None] | None]
 
@@ -44,17 +48,17 @@ async def send(
     *,
     scripts: Iterable[AsyncScript] = (),
     topology: Topology | None = None,
-    protect: str | None = None,
+    protect: Iterable[str] = (),
 ) -> list[Any]:
     """The results of the commands ``fill`` queued, in order (see the module docstring)."""
-    guard = topology if topology is not None and protect is not None and topology.wait_replicas else None
+    guarded = list(protect)
+    guard = topology if topology is not None and guarded and topology.wait_replicas else None
     for attempt in (1, 2):
         pipe = client.pipeline(transaction=False)
         filled = fill(pipe)
         if filled is not None:
             await filled
-        if guard is not None and protect is not None:
-            _queue_wait(client, pipe, protect, guard.wait_replicas, guard.wait_timeout_ms)
+        waits = 0 if guard is None else _queue_waits(client, pipe, guarded, guard)
         try:
             results: list[Any] = await pipe.execute()
         except NoScriptError:
@@ -63,28 +67,38 @@ async def send(
             for script in scripts:
                 script.sha = await client.script_load(script.script)
             continue
-        if guard is not None:
-            acked = int(results.pop())
-            if acked < guard.wait_replicas:
+        if guard is not None and waits:
+            acked = [int(n) for n in results[-waits:]]
+            del results[-waits:]
+            if min(acked) < guard.wait_replicas:
                 guard.unprotected += 1
-                log.warning(
-                    "a write to %s reached %d of %d replicas within %d ms; it stands on the primary alone",
-                    protect,
-                    acked,
-                    guard.wait_replicas,
-                    guard.wait_timeout_ms,
-                )
+                now = time.monotonic()
+                if now - guard.warned_at >= WARN_EVERY:
+                    guard.warned_at = now
+                    log.warning(
+                        "a write to %s reached %d of %d replicas within %d ms; it stands on the primary "
+                        "alone (%d such writes so far; said again at most every %.0f s)",
+                        guarded[0] if len(guarded) == 1 else f"{len(guarded)} keys",
+                        min(acked),
+                        guard.wait_replicas,
+                        guard.wait_timeout_ms,
+                        guard.unprotected,
+                        WARN_EVERY,
+                    )
         return results
     raise AssertionError("unreachable")
 
 
-def _queue_wait(client: Redis, pipe: Pipeline, key: str, replicas: int, timeout_ms: int) -> None:
+def _queue_waits(client: Redis, pipe: Pipeline, keys: list[str], topology: Topology) -> int:
+    """Queue one WAIT on each node that holds one of ``keys``; returns how many."""
     cluster = as_cluster(client)
     if cluster is None:
-        pipe.execute_command("WAIT", replicas, timeout_ms)
-    else:
-        node = cluster.get_node_from_key(key)
-        pipe.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
+        pipe.execute_command("WAIT", topology.wait_replicas, topology.wait_timeout_ms)
+        return 1
+    nodes = {node.name: node for node in map(cluster.get_node_from_key, keys) if node is not None}
+    for node in nodes.values():
+        pipe.execute_command("WAIT", topology.wait_replicas, topology.wait_timeout_ms, target_nodes=node)
+    return len(nodes)
 
 
 def call(pipe: Pipeline, script: AsyncScript, keys: list[str], args: Iterable[Any] = ()) -> None:

@@ -56,6 +56,7 @@ class Topology:
     """For log lines: the URL (password hidden), the sentinels, or a cluster node."""
     unprotected: int = 0
     """Protected writes that reached fewer replicas than asked within the timeout (``batch.send``)."""
+    warned_at: float = field(default=-1e9, repr=False)
     _sentinel: Sentinel | None = field(default=None, repr=False)
 
     @property

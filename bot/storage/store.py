@@ -302,7 +302,9 @@ class RedisStore:
             args = [token, "write", session, self.session_ttl_ms, balance, self.balance_ttl_ms]
             args += [len(sets) // 2, *sets, *dels]
         schedule = self.keys.schedule_of(user)
-        protect = keys[2] if outcome.set_binding is not None and not outcome.erase else None
+        # A completed bind and an erasure wait for a replica: a failover right after the user was
+        # told "bound" (or "erased") must not undo it.
+        protect = keys[2] if outcome.set_binding is not None or outcome.erase else None
         if outcome.set_threshold is not None and not outcome.erase:
             # Scheduled before the threshold is written: a check that finds no threshold drops the
             # user, so a crash in between leaves nobody with a threshold and no checks.
@@ -322,6 +324,7 @@ class RedisStore:
             await self.redis.zrem(schedule, user)
 
     async def _send(self, fill: Callable[[Pipeline], None], protect: str | None) -> list[Any]:
-        """A completed bind waits for ``redis.wait_replicas`` replicas (``WAIT``, on the write's
-        connection): a failover right after the user was told "bound" must not lose it."""
-        return await send(self.redis, fill, scripts=[self._write], topology=self.topology, protect=protect)
+        """``protect``: the write waits for ``redis.wait_replicas`` replicas (``WAIT``, on the
+        connection that made it)."""
+        guarded = [] if protect is None else [protect]
+        return await send(self.redis, fill, scripts=[self._write], topology=self.topology, protect=guarded)
