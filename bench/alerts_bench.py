@@ -154,7 +154,7 @@ async def populate(runtime: Runtime, users: int, subscribe: bool) -> None:
                     phone=SecretStr(p.phone),
                     bound_at=now,
                 )
-                pipe.hset(profile, "binding", codec.encode_binding(user, binding))
+                pipe.hset(profile, mapping=codec.encode_binding(user, binding))  # type: ignore[arg-type]
                 continue
             balance = balances[p.member_id]
             assert balance is not None

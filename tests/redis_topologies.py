@@ -184,6 +184,17 @@ class SentinelSet:
     def settings(self) -> dict[str, object]:
         return {"sentinels": self.addresses, "sentinel_master": MASTER_NAME}
 
+    def fail_over(self) -> Node:
+        """Kill the primary (SIGKILL), wait until the sentinels have promoted the replica, start the
+        old one again (it comes back empty, and the sentinels make it a replica). Not started before
+        the promotion: a primary without persistence that restarts empty and is still the primary
+        would empty its replica too."""
+        old = self.current_primary()
+        old.kill()
+        _wait(lambda: self.current_primary() is not old, "the sentinels to promote the replica")
+        old.start()
+        return old
+
     def stop(self) -> None:
         for node in [*self.sentinels, self.replica, self.primary]:
             node.kill()
@@ -258,6 +269,13 @@ class ClusterSet:
             if int(start) <= slot <= int(end):
                 return next(n for n in self.nodes if n.port == int(master[1]))
         raise RuntimeError(f"no master for slot {slot}")
+
+    def fail_over(self, victim: Node) -> None:
+        """Kill a master (SIGKILL), wait until its replica has taken its slots, start it again (it
+        comes back as a replica). Not before: see :meth:`SentinelSet.fail_over`."""
+        victim.kill()
+        _wait(lambda: len(self.live_masters()) == self.masters, "a replica to take over the slots")
+        victim.start()
 
     def wait_ok(self, timeout: float = 30.0) -> None:
         """Until every live node agrees the cluster is whole (after a failover)."""

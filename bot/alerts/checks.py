@@ -28,7 +28,7 @@ from bot.alerts.outbox import Outbox
 from bot.alerts.schedule import Rounds
 from bot.insurers.registry import PlatformRegistry
 from bot.storage.batch import as_cluster, call, send
-from bot.storage.codec import StateCodec
+from bot.storage.codec import OLD_BINDING, StateCodec
 from bot.storage.connect import Topology
 from bot.storage.health import UNREACHABLE
 from bot.storage.keys import Keys, UserKind
@@ -64,18 +64,19 @@ end
 return #due
 """
 
-# KEYS: the profiles of a batch of users. Four values each, in order (nil where missing): one
-# command for the batch, where a pipeline of HMGETs costs the client as much again per user.
+# KEYS: the profiles of a batch of users. Four values each, in order (nil where missing): the
+# binding's head (``b``, or the whole binding of a user bound before that layout), threshold, alert,
+# alert_sent. One command for the batch, where a pipeline of HMGETs costs the client as much again per user.
 _READ = """
 local out = {}
 for _, key in ipairs(KEYS) do
-  local v = redis.call('HMGET', key, 'binding', 'threshold', 'alert', 'alert_sent')
-  out[#out + 1] = v[1]; out[#out + 1] = v[2]; out[#out + 1] = v[3]; out[#out + 1] = v[4]
+  local v = redis.call('HMGET', key, 'b', 'threshold', 'alert', 'alert_sent', 'binding')
+  out[#out + 1] = v[1] or v[5]; out[#out + 1] = v[2]; out[#out + 1] = v[3]; out[#out + 1] = v[4]
 end
 return out
 """
 
-PROFILE_FIELDS = ("binding", "threshold", "alert", "alert_sent")
+PROFILE_FIELDS = ("b", "threshold", "alert", "alert_sent", OLD_BINDING)
 
 # KEYS: the user's profile. ARGV: the threshold and watch the check saw, the watch to write.
 _MARK = """
@@ -273,7 +274,8 @@ class Checker:
                 for profile in profiles:
                     pipe.hmget(profile, PROFILE_FIELDS)
 
-            return await send(self.redis, fill)
+            rows = await send(self.redis, fill)
+            return [[head or old, *rest] for head, *rest, old in rows]
         flat = await self._read(keys=profiles)
         return [flat[i : i + 4] for i in range(0, len(flat), 4)]
 

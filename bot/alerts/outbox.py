@@ -141,8 +141,8 @@ if held_token == ARGV[1] and held ~= ARGV[3] and string.sub(held, 1, #ARGV[4]) ~
   return {'busy', held}
 end
 redis.call('SET', KEYS[3], ARGV[2])
-local p = redis.call('HMGET', KEYS[1], 'lang', 'alert_lang', 'binding')
-return {'go', p[1] or '', p[2] or '', p[3] or ''}
+local p = redis.call('HMGET', KEYS[1], 'lang', 'alert_lang', 'b', 'binding')
+return {'go', p[1] or '', p[2] or '', p[3] or p[4] or ''}
 """
 
 # KEYS: sending. ARGV: whose ("<token> <sender> "), the new claim. 1 if still ours (renewed), else 0.

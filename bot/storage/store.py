@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from bot.storage.batch import as_cluster, call, send
-from bot.storage.codec import StateCodec
+from bot.storage.codec import OLD_BINDING, StateCodec
 from bot.storage.connect import Topology
 from bot.storage.health import UNREACHABLE, RedisHealth
 from bot.storage.keys import Keys, UserKind
@@ -271,14 +271,17 @@ class RedisStore:
         first = (UserKind.LOCK, UserKind.SESSION, UserKind.PROFILE, UserKind.BALANCE, UserKind.UNREACHABLE)
         keys = [self.keys.user(user, kind) for kind in first]
         args: list[Any]
+        profile_changed = outcome.erase
         if outcome.erase:
             keys += [self.keys.user(user, kind) for kind in UserKind if kind not in first]
             args = [token, "erase"]
         else:
-            sets: list[str] = []
+            sets: list[str | bytes] = []
             dels: list[str] = []
             if outcome.set_binding is not None:
-                sets += ["binding", self.codec.encode_binding(user, outcome.set_binding)]
+                for name, value in self.codec.encode_binding(user, outcome.set_binding).items():
+                    sets += [name, value]
+                dels.append(OLD_BINDING)
             if outcome.set_threshold is not None:
                 # A new threshold arms a new watch (a fresh crossing token), checked at the next tick.
                 sets += [
@@ -301,10 +304,12 @@ class RedisStore:
                 balance = "-"  # a new binding: the cached balance was someone else's
             args = [token, "write", session, self.session_ttl_ms, balance, self.balance_ttl_ms]
             args += [len(sets) // 2, *sets, *dels]
+            profile_changed = bool(sets or dels)
         schedule = self.keys.schedule_of(user)
-        # A completed bind and an erasure wait for a replica: a failover right after the user was
-        # told "bound" (or "erased") must not undo it.
-        protect = keys[2] if outcome.set_binding is not None or outcome.erase else None
+        # A change to the profile (a completed bind, an alert set or turned off, a language) and an
+        # erasure wait for a replica: a failover right after the user was told "bound" (or "erased")
+        # must not undo it. A session alone does not: a half-done conversation is only retyped.
+        protect = keys[2] if profile_changed else None
         if outcome.set_threshold is not None and not outcome.erase:
             # Scheduled before the threshold is written: a check that finds no threshold drops the
             # user, so a crash in between leaves nobody with a threshold and no checks.

@@ -73,9 +73,7 @@ async def binds_through_a_failover(
         if replica_back:
             assert UserKey(f"tg:{9_000 + USERS - 1}") in confirmed
         missing = [
-            user
-            for user in confirmed
-            if not await client.hexists(Keys().user(user, UserKind.PROFILE), "binding")
+            user for user in confirmed if not await client.hexists(Keys().user(user, UserKind.PROFILE), "b")
         ]
         assert missing == []
     finally:

@@ -4,6 +4,7 @@ Redis, a Sentinel-watched primary and a Cluster."""
 from __future__ import annotations
 
 import asyncio
+import json
 from decimal import Decimal
 
 import pytest
@@ -194,3 +195,52 @@ async def test_unbind_when_not_bound_erases_what_is_left(harness: Harness) -> No
     assert await all_keys(harness.redis, "*{console:alice}*")
     await harness.say("/unbind")
     assert await all_keys(harness.redis, "*{console:alice}*") == []
+
+
+def old_binding(cipher: PiiCipher, user: UserKey) -> str:
+    """A binding as it was stored before the compact layout: one JSON field, text ciphertexts."""
+    return json.dumps(
+        {
+            "member_id": "SBX-110000-0001",
+            "platform": "sandbox",
+            "id": cipher.encrypt("110101198312116939", context=f"id|{user}"),
+            "phone": cipher.encrypt("13000000000", context=f"phone|{user}"),
+            "bound_at": "2026-11-24T10:00:00+08:00",
+            "personal_account": True,
+        }
+    )
+
+
+async def test_a_binding_stored_before_the_compact_layout_still_reads(redis: aioredis.Redis) -> None:
+    """Users bound before the upgrade keep their binding: read as it is, replaced at their next bind."""
+    key = new_key_text()
+    store = make_store(redis, key)
+    profile = Keys().user(USER, UserKind.PROFILE)
+    await redis.hset(profile, mapping={"binding": old_binding(PiiCipher(parse_key(key)), USER), "lang": "en"})
+    binding = (await store.peek(USER)).profile.binding
+    assert binding is not None
+    assert binding.member_id == "SBX-110000-0001"
+    assert binding.id_number.get_secret_value() == "110101198312116939"
+    assert binding.phone.get_secret_value() == "13000000000"
+    assert StateCodec.binding_member(await redis.hget(profile, "binding")) == ("sandbox", "SBX-110000-0001")
+
+    async def rebind(state: UserState) -> Outcome:
+        assert state.profile.binding is not None
+        return Outcome(replies=(), session=Session(), set_binding=state.profile.binding)
+
+    await store.update(USER, rebind)
+    assert sorted(await redis.hkeys(profile)) == [b"b", b"id", b"lang", b"ph"]
+    again = (await store.peek(USER)).profile.binding
+    assert again is not None
+    assert again.id_number.get_secret_value() == "110101198312116939"
+    assert again.bound_at == binding.bound_at
+
+
+async def test_a_bound_and_subscribed_profile_stays_a_listpack(harness: Harness) -> None:
+    """Every field under hash-max-listpack-value (64 bytes): the compact encoding, about half the memory."""
+    await harness.bind(person("normal"))
+    await harness.say("/alert 100")
+    await harness.say("/lang zh")
+    profile = harness.runtime.keys.user(UserKey("console:alice"), UserKind.PROFILE)
+    assert await harness.redis.object("encoding", profile) in (b"listpack", b"ziplist")  # 7.x, 6.2
+    assert max(len(v) for v in (await harness.redis.hgetall(profile)).values()) <= 64
