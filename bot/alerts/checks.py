@@ -27,7 +27,7 @@ from redis.asyncio.client import Pipeline
 from bot.alerts.outbox import Outbox
 from bot.alerts.schedule import Rounds
 from bot.insurers.registry import PlatformRegistry
-from bot.storage.batch import as_cluster, call, send
+from bot.storage.batch import CROSS_SLOT, as_cluster, call, per_node, send
 from bot.storage.codec import OLD_BINDING, StateCodec
 from bot.storage.connect import Topology
 from bot.storage.health import UNREACHABLE
@@ -75,6 +75,20 @@ for _, key in ipairs(KEYS) do
 end
 return out
 """
+
+# The same on a cluster, for the users whose keys one master holds (their names in ARGV: see
+# bot.storage.batch.CROSS_SLOT): one table per user.
+_READ_CLUSTER = (
+    CROSS_SLOT
+    + """
+local out = {}
+for i, key in ipairs(ARGV) do
+  local v = redis.call('HMGET', key, 'b', 'threshold', 'alert', 'alert_sent', 'binding')
+  out[i] = {v[1] or v[5], v[2], v[3], v[4]}
+end
+return out
+"""
+)
 
 PROFILE_FIELDS = ("b", "threshold", "alert", "alert_sent", OLD_BINDING)
 
@@ -159,7 +173,8 @@ class Checker:
             consumer,
             reclaim_after_seconds=reclaim_after_seconds,
         )
-        self._cluster = as_cluster(redis) is not None
+        self._cluster = as_cluster(redis)
+        self._read_cluster = redis.register_script(_READ_CLUSTER)
         self._move = redis.register_script(_MOVE)
         self._read = redis.register_script(_READ)
         self._mark = redis.register_script(_MARK)
@@ -266,9 +281,12 @@ class Checker:
 
     async def _read_profiles(self, users: list[UserKey]) -> list[list[bytes | None]]:
         """Four fields of each user's profile. One script for the batch on one Redis; on a cluster
-        an HMGET per user, pipelined: one round trip per master, sent in parallel."""
+        one script per master, in parallel, or (while slots move) an HMGET per user, pipelined."""
         profiles = [self.keys.user(user, UserKind.PROFILE) for user in users]
-        if self._cluster:
+        if self._cluster is not None:
+            rows = await per_node(self._cluster, self._read_cluster, [[p] for p in profiles])
+            if rows is not None:
+                return rows
 
             def fill(pipe: Pipeline) -> None:
                 for profile in profiles:

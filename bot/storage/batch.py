@@ -15,6 +15,7 @@ then stands on the primary alone, and a failover right after it could lose it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -24,7 +25,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from bot.storage.connect import Topology
 
@@ -107,3 +108,44 @@ def call(pipe: Pipeline, script: AsyncScript, keys: list[str], args: Iterable[An
     # execute_command: redis-py's ClusterPipeline blocks its evalsha method, though it routes the
     # command itself by its keys (all of one slot) like any other.
     pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+
+
+CROSS_SLOT = "#!lua flags=allow-cross-slot-keys\n"
+"""A script with this first line may use keys of several slots, as long as the node it runs on holds
+them all (Redis 7.0+). Such keys cannot be declared (a cluster refuses declared keys of several
+slots), so the script takes their names in ARGV: how a read over many users' keys stays one command
+per master on a cluster."""
+
+
+async def per_node(cluster: RedisCluster, script: AsyncScript, groups: list[list[str]]) -> list[Any] | None:
+    """``script`` (one that starts with :data:`CROSS_SLOT`, takes key names in ARGV and answers one
+    value per group of keys) run once per master over the groups of keys it holds, in parallel; the
+    answers in the order of ``groups``. None if the cluster would not have it (a slot moving, a Redis
+    older than 7.0): the caller then falls back to one command per group."""
+    by_node: dict[str, tuple[Any, list[int]]] = {}
+    for i, keys in enumerate(groups):
+        node = cluster.get_node_from_key(keys[0])
+        if node is None:
+            return None
+        by_node.setdefault(node.name, (node, []))[1].append(i)
+
+    async def one(node: Any, members: list[int]) -> list[Any]:
+        keys = [key for i in members for key in groups[i]]
+        command: list[str | int] = ["EVALSHA", script.sha, 0, *keys]
+        try:
+            answer: list[Any] = await cluster.execute_command(*command, target_nodes=node)
+        except NoScriptError:
+            await cluster.execute_command("SCRIPT", "LOAD", script.script, target_nodes=node)
+            answer = await cluster.execute_command(*command, target_nodes=node)
+        return answer
+
+    try:
+        answers = await asyncio.gather(*(one(node, members) for node, members in by_node.values()))
+    except ResponseError as e:
+        log.info("a read over several slots fell back to one command per user (%s)", e)
+        return None
+    out: list[Any] = [None] * len(groups)
+    for (_, members), answer in zip(by_node.values(), answers, strict=True):
+        for i, value in zip(members, answer, strict=True):
+            out[i] = value
+    return out

@@ -21,7 +21,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from bot.storage.batch import as_cluster, call, send
+from bot.storage.batch import CROSS_SLOT, as_cluster, call, per_node, send
 from bot.storage.codec import OLD_BINDING, StateCodec
 from bot.storage.connect import Topology
 from bot.storage.health import UNREACHABLE, RedisHealth
@@ -88,6 +88,10 @@ end
 return out
 """
 
+_READ_MANY_CLUSTER = CROSS_SLOT + _READ_MANY.replace("KEYS", "ARGV")
+"""The same on a cluster, for the users whose keys one master holds (their names in ARGV: see
+``bot.storage.batch.CROSS_SLOT``)."""
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -139,7 +143,7 @@ class RedisStore:
     ) -> None:
         self.redis = redis
         self.topology = topology or Topology()
-        self._cluster = as_cluster(redis) is not None
+        self._cluster = as_cluster(redis)
         self.health = health or RedisHealth("?")
         self.keys = keys
         self.codec = codec
@@ -151,6 +155,7 @@ class RedisStore:
         self._write = redis.register_script(_WRITE)
         self._read_script = redis.register_script(_READ)
         self._read_many = redis.register_script(_READ_MANY)
+        self._read_many_cluster = redis.register_script(_READ_MANY_CLUSTER)
         self._peeks: list[tuple[UserKey, asyncio.Future[list[Any]]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._release = redis.register_script(_RELEASE)
@@ -200,14 +205,19 @@ class RedisStore:
         try:
             if len(peeks) == 1:
                 answers = [await self._read_script(keys=self._read_keys(peeks[0][0]))]
-            elif self._cluster:
-                # One script per user (a script's keys share a slot), pipelined: one round trip per
-                # master, in parallel.
-                def fill(pipe: Pipeline) -> None:
-                    for user, _ in peeks:
-                        call(pipe, self._read_script, self._read_keys(user))
+            elif self._cluster is not None:
+                # One script per master for the users whose keys it holds, in parallel; while slots
+                # move, one per user (a script's keys share a slot), pipelined.
+                groups = [self._read_keys(user) for user, _ in peeks]
+                found = await per_node(self._cluster, self._read_many_cluster, groups)
+                if found is None:
 
-                answers = await send(self.redis, fill, scripts=[self._read_script])
+                    def fill(pipe: Pipeline) -> None:
+                        for keys in groups:
+                            call(pipe, self._read_script, keys)
+
+                    found = await send(self.redis, fill, scripts=[self._read_script])
+                answers = found
             else:
                 keys = [key for user, _ in peeks for key in self._read_keys(user)]
                 answers = await self._read_many(keys=keys)
