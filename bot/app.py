@@ -248,6 +248,11 @@ async def build_runtime(
         raise
     health = RedisHealth(topology.where)
     keys = Keys(settings.redis.prefix, shards=settings.alerts.shards)
+    if topology.cluster and keys.shards == 1:
+        log.warning(
+            "redis.cluster with alerts.shards = 1: the alert schedule, checks and outbox all live on "
+            "one master; set alerts.shards (about four per master) before users subscribe"
+        )
     catalogs = Catalogs()
     store = RedisStore(
         redis,
