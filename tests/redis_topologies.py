@@ -277,6 +277,30 @@ class ClusterSet:
         _wait(lambda: len(self.live_masters()) == self.masters, "a replica to take over the slots")
         victim.start()
 
+    def reshard(self, source: Node, target: Node, slots: int) -> subprocess.CompletedProcess[bytes]:
+        """Move ``slots`` slots, with their keys, from one master to another (``redis-cli --cluster
+        reshard``): while it runs, clients meet ``ASK`` and ``MOVED``. Blocks until it is done."""
+        _, cli = _tools() or (Path(), Path("redis-cli"))
+        ids = [n.client().execute_command("CLUSTER", "MYID").decode() for n in (source, target)]
+        return subprocess.run(
+            [
+                str(cli),
+                "--cluster",
+                "reshard",
+                source.address,
+                "--cluster-from",
+                ids[0],
+                "--cluster-to",
+                ids[1],
+                "--cluster-slots",
+                str(slots),
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
     def wait_ok(self, timeout: float = 30.0) -> None:
         """Until every live node agrees the cluster is whole (after a failover)."""
 

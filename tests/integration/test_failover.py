@@ -1,6 +1,7 @@
 """The primary (Sentinel) or one master (Cluster) killed with SIGKILL in the middle of a run of binds:
 the same client carries on once a replica has taken over, with no restart, and every bind Yibao was
-told a replica had (``WAIT``) is on the new primary. Each test starts a topology of its own."""
+told a replica had (``WAIT``) is on the new primary. And a cluster resharded under a run of binds
+and reads. Each test starts a topology of its own."""
 
 from __future__ import annotations
 
@@ -139,3 +140,45 @@ async def test_binds_survive_a_master_killed_in_a_cluster(cluster: ClusterSet) -
     await binds_through_a_failover(cluster.settings(), seed.kill, seed.start, replica_back=True)
     cluster.wait_ok()
     assert len(cluster.live_masters()) == cluster.masters
+
+
+async def test_binds_and_reads_go_on_while_slots_move(cluster: ClusterSet) -> None:
+    """``redis-cli --cluster reshard`` moves a third of the slots, with their keys, while users bind
+    and their state is read back (single reads and the batched ones): clients meet ASK and MOVED,
+    follow them, and nothing is lost or read wrong."""
+    client, topology = connect(RedisSettings(**cluster.settings()))
+    store = RedisStore(
+        client,
+        keys=Keys(),
+        codec=StateCodec(PiiCipher(parse_key(new_key_text()))),
+        session_ttl_seconds=1800,
+        topology=topology,
+    )
+    source, target = cluster.live_masters()[:2]
+    moving = asyncio.create_task(asyncio.to_thread(cluster.reshard, source, target, 3000))
+    users: list[UserKey] = []
+    refused = 0
+    try:
+        n = 0
+        while not moving.done() or n < 50:
+            user = UserKey(f"tg:{20_000 + n}")
+            try:
+                await store.update(user, bind)
+            except (StoreUnavailable, UserBusy):
+                refused += 1  # the apology, at worst; the user tries again
+                await asyncio.sleep(0.05)
+                continue
+            users.append(user)
+            n += 1
+            if n % 10 == 0:  # a burst of peeks, read together across slots
+                states = await asyncio.gather(*(store.peek(u) for u in users[-10:]))
+                assert all(s.profile.binding is not None for s in states)
+        await moving
+        states = await asyncio.gather(*(store.peek(u) for u in users))
+        assert [s.profile.binding is not None for s in states] == [True] * len(users)
+        assert refused <= len(users) // 10
+    finally:
+        if not moving.done():
+            await moving
+        await client.aclose()
+        await topology.aclose()
