@@ -16,6 +16,12 @@ The outbox: ``--messages`` alerts queued, then one sender (``bot.alerts.outbox.S
 ``--rate`` through the real Telegram core and PTB engine (its rate limiter) into a Bot API answered
 in-process (no network). Figures: the achieved rate against the configured one, and the most sends
 in any one second (sliding window, and per calendar second).
+
+``--cluster``: the sweep once more on a single Redis (TCP, no persistence) with two workers, and on a
+Redis Cluster of three masters (a replica each, ``alerts.shards`` 12) with two workers, started in
+the same run from ``redis-server`` and ``redis-cli`` (``tests/redis_topologies.py``). Figures: users
+checked per second on each and their ratio, and memory per user all told on each (the cluster's
+summed over its masters).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import platform
 import pstats
 import secrets
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -60,6 +67,9 @@ ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "123456:AAE-bench-token-0123456789abcdefghijklmno"  # noqa: S105 - a fake bot token
 TARGET_USERS_PER_S = 20_000
 TARGET_BYTES_PER_USER = 400
+TARGET_BYTES_ALL_TOLD = 600
+CLUSTER_SHARDS = 12
+"""alerts.shards for the cluster: four parts per master."""
 TARGET_RATE_ERROR = 0.02
 FIRST_USER_ID = 700_000_000
 ALERTING_SHARE = 100
@@ -83,10 +93,17 @@ def start_sandbox(port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("the sandbox server did not start")
 
 
-def settings_for(socket_path: str, tmp: Path, port: int, args: argparse.Namespace) -> Settings:
+def settings_for(
+    socket_path: str,
+    tmp: Path,
+    port: int,
+    args: argparse.Namespace,
+    redis_section: dict[str, Any] | None = None,
+    shards: int = 1,
+) -> Settings:
     return Settings(
         general={"data_dir": tmp / "data"},  # type: ignore[arg-type]
-        redis={"url": f"unix://{socket_path}"},  # type: ignore[arg-type]
+        redis=redis_section or {"url": f"unix://{socket_path}"},  # type: ignore[arg-type]
         security={"pii_key": new_key_text()},  # type: ignore[arg-type]
         sms={"gateway": "file", "file_path": tmp / "sms.jsonl"},  # type: ignore[arg-type]
         insurance={  # type: ignore[arg-type]
@@ -105,6 +122,7 @@ def settings_for(socket_path: str, tmp: Path, port: int, args: argparse.Namespac
             "platform_concurrency": args.concurrency,
             "send_rate": args.rate,
             "quiet_hours": "",
+            "shards": shards,
         },
     )
 
@@ -154,14 +172,14 @@ async def populate(runtime: Runtime, users: int, subscribe: bool) -> None:
                     phone=SecretStr(p.phone),
                     bound_at=now,
                 )
-                pipe.hset(profile, "binding", codec.encode_binding(user, binding))
+                pipe.hset(profile, mapping=codec.encode_binding(user, binding))  # type: ignore[arg-type]
                 continue
             balance = balances[p.member_id]
             assert balance is not None
             threshold = balance + 1 if i % ALERTING_SHARE == 0 else max(Decimal(1), balance // 2)
             mark = Watch(secrets.token_hex(6), told=False).mark()
             pipe.hset(profile, mapping={"threshold": str(threshold), "alert": mark, "alert_lang": "zh"})
-            pipe.zadd(keys.schedule(), {user: 0})
+            pipe.zadd(keys.schedule_of(user), {user: 0})
         await pipe.execute()
 
 
@@ -234,6 +252,73 @@ def sweep_part(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         server.stop()
 
 
+async def sweep_with(runtime: Runtime, users: int, workers: int) -> float:
+    """Seconds for ``workers`` checkers in this process to check every user once."""
+    checkers = [runtime.alert_worker({}).checker for _ in range(workers)]
+    started = time.perf_counter()
+    assert checkers[0] is not None
+    await checkers[0].move_due()
+    checked = 0
+
+    async def work(checker: Checker) -> None:
+        nonlocal checked
+        while checked < users:
+            part = await checker.work(block_ms=100)
+            checked += part.checked
+
+    await asyncio.gather(*(work(c) for c in checkers if c is not None))
+    return time.perf_counter() - started
+
+
+def cluster_part(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """The sweep with two workers on one Redis and on a three-master cluster, in one run."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from redis_topologies import ClusterSet, Node, missing_tools
+    from redis_topologies import free_port as node_port
+
+    if (why := missing_tools()) is not None:
+        raise SystemExit(f"--cluster {why}")
+    single = Node(tmp / "single", node_port(), [])
+    single.start()
+    cluster = ClusterSet(tmp / "cluster").start()
+    port = free_port()
+    sandbox = start_sandbox(port)
+    out: dict[str, Any] = {}
+    try:
+        for name, section, shards, nodes in (
+            ("single", {"url": f"redis://{single.address}"}, 1, [single]),
+            ("cluster", {"url": cluster.url, "cluster": True}, CLUSTER_SHARDS, None),
+        ):
+            masters = nodes if nodes is not None else cluster.live_masters()
+            settings = settings_for("", tmp / name, port, args, redis_section=section, shards=shards)
+
+            async def run(settings: Settings = settings, masters: list[Node] = masters) -> dict[str, float]:
+                runtime = await build_runtime(settings)
+                try:
+                    empty = sum(used_memory(n.client()) for n in masters)
+                    await populate(runtime, args.users, subscribe=False)
+                    await populate(runtime, args.users, subscribe=True)
+                    seconds = await sweep_with(runtime, args.users, workers=2)
+                    await asyncio.sleep(0.2)
+                    used = sum(used_memory(n.client()) for n in masters) - empty
+                    data = sum(int(n.client().info("memory")["used_memory_dataset"]) for n in masters)
+                    return {
+                        "rate": args.users / seconds,
+                        "bytes": used / args.users,
+                        "data": data / args.users,
+                    }
+                finally:
+                    await runtime.aclose()
+
+            out[name] = asyncio.run(run())
+    finally:
+        sandbox.terminate()
+        sandbox.wait(10)
+        cluster.stop()
+        single.kill()
+    return out
+
+
 def outbox_part(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     server = EmbeddedRedis(tmp / "redis-outbox")
     server.start()
@@ -286,7 +371,12 @@ def max_in_window(times: Sequence[float], window: float = 1.0) -> int:
     return best
 
 
-def report(args: argparse.Namespace, sweep: dict[str, Any] | None, drain: dict[str, Any] | None) -> None:
+def report(
+    args: argparse.Namespace,
+    sweep: dict[str, Any] | None,
+    drain: dict[str, Any] | None,
+    topologies: dict[str, Any] | None = None,
+) -> None:
     print(f"Yibao alerts benchmark — Python {platform.python_version()}, {os.cpu_count()} cores")
     if sweep is not None:
         r: CheckReport = sweep["report"]
@@ -310,14 +400,30 @@ def report(args: argparse.Namespace, sweep: dict[str, Any] | None, drain: dict[s
             f"{sweep['sandbox_cpu'] * per:.1f} µs the sandbox server, {sweep['redis_cpu'] * per:.1f} µs "
             f"redis-server"
         )
+        all_told = sweep["swept_bytes"] / args.users
+        all_verdict = "met" if all_told <= TARGET_BYTES_ALL_TOLD else "NOT met"
         print(
             f"  Redis memory per subscribed user: {per_user:.0f} B   (target <= {TARGET_BYTES_PER_USER}: "
-            f"{mem_verdict}); with the binding: {sweep['swept_bytes'] / args.users:.0f} B a user in all"
+            f"{mem_verdict}); with the binding: {all_told:.0f} B a user in all (target <= "
+            f"{TARGET_BYTES_ALL_TOLD}: {all_verdict})"
         )
         print(
             f"  alerts queued: {r.alerts:,} (1 user in {ALERTING_SHARE}); no sure balance: {r.unknown:,}; "
             f"outbox length {sweep['outbox']:,}"
         )
+    if topologies is not None:
+        one, many = topologies["single"], topologies["cluster"]
+        ratio = many["rate"] / one["rate"]
+        verdict = "met" if ratio >= 1 else "NOT met"
+        print(f"\nSweep on two topologies, two workers each (in this process), {args.users:,} users:")
+        print(
+            f"  one Redis:                       {one['rate']:,.0f} users/s; {one['bytes']:.0f} B a user in all"
+        )
+        print(
+            f"  cluster, 3 masters ({CLUSTER_SHARDS} shards): {many['rate']:,.0f} users/s; "
+            f"{many['bytes']:.0f} B a user in all (over the masters)"
+        )
+        print(f"  cluster / one Redis:             {ratio:.2f}   (target >= 1: {verdict})")
     if drain is not None:
         times = sorted(drain["sent_at"])
         n = len(times)
@@ -347,6 +453,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=100, help="alerts.batch_size")
     p.add_argument("--concurrency", type=int, default=8, help="alerts.platform_concurrency")
     p.add_argument("--only", choices=("sweep", "outbox"))
+    p.add_argument(
+        "--cluster",
+        action="store_true",
+        help="also sweep on one Redis and on a 3-master cluster, two workers each",
+    )
     p.add_argument("--quick", action="store_true", help="10,000 users and 300 messages")
     p.add_argument("--profile", action="store_true", help="print where the sweep's time goes (cProfile)")
     args = p.parse_args(argv)
@@ -360,7 +471,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="yibao-alerts-bench-") as tmp:
         sweep = sweep_part(args, Path(tmp)) if args.only in (None, "sweep") else None
         drain = outbox_part(args, Path(tmp)) if args.only in (None, "outbox") else None
-    report(args, sweep, drain)
+        topologies = cluster_part(args, Path(tmp)) if args.cluster else None
+    report(args, sweep, drain, topologies)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,6 @@ from zoneinfo import ZoneInfo
 import httpx
 from pydantic import BaseModel
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
 
 from bot import logs, metrics
 from bot.alerts.worker import AlertWorker
@@ -35,8 +33,9 @@ from bot.insurers.registry import CallSeen, Platform, PlatformRegistry
 from bot.logs import pseudonymize_with
 from bot.privacy.subject import SubjectData
 from bot.storage.codec import StateCodec
+from bot.storage.connect import Topology, connect
 from bot.storage.embedded_redis import EmbeddedRedis
-from bot.storage.health import RedisHealth, redacted_url, wait_for_redis
+from bot.storage.health import RedisHealth, wait_for_redis
 from bot.storage.keys import Keys
 from bot.storage.metered import meter
 from bot.storage.store import RedisStore
@@ -89,6 +88,8 @@ class Runtime:
     figures: Figures | None = None
     audit: AuditTrail | None = None
     subject: SubjectData | None = None
+    topology: Topology = field(default_factory=Topology)
+    """Single, Sentinel or Cluster, and what protected writes wait for (``bot.storage.connect``)."""
     _closed: bool = field(default=False, repr=False)
     _outbox_seen: set[str] = field(default_factory=lambda: {"tg"}, repr=False)
 
@@ -138,22 +139,26 @@ class Runtime:
         """Gauges read when scraped: the breakers, and each chat platform's outbox depth and age."""
         self.insurance.breaker_states()
         platforms = metrics.CHAT_PLATFORMS
-        pipe = self.redis.pipeline(transaction=False)
+        shards = range(self.keys.shards)
+        pipe = self.redis.pipeline(transaction=False)  # split by node on a cluster
         for p in platforms:
-            pipe.xlen(self.keys.outbox(p))
-            pipe.zcard(self.keys.outbox_later(p))
-            pipe.xrange(self.keys.outbox(p), count=1)
+            for shard in shards:
+                pipe.xlen(self.keys.outbox(p, shard))
+                pipe.zcard(self.keys.outbox_later(p, shard))
+                pipe.xrange(self.keys.outbox(p, shard), count=1)
         answers = await pipe.execute()
         now_ms = time.time() * 1000
+        per = 3 * len(shards)
         for i, p in enumerate(platforms):
-            depth, later, first = answers[3 * i : 3 * i + 3]
+            part = answers[per * i : per * (i + 1)]
+            depth = sum(int(part[j]) for j in range(0, per, 3))
+            later = sum(int(part[j]) for j in range(1, per, 3))
+            firsts = [int(part[j][0][0].split(b"-")[0]) for j in range(2, per, 3) if part[j]]
             if not depth and not later and p not in self._outbox_seen:
                 continue  # a platform never used here: no series of zeros for it
             self._outbox_seen.add(p)
-            metrics.OUTBOX_DEPTH.labels(p).set(int(depth) + int(later))
-            age = 0.0
-            if first:
-                age = max(0.0, (now_ms - int(first[0][0].split(b"-")[0])) / 1000)
+            metrics.OUTBOX_DEPTH.labels(p).set(depth + later)
+            age = max(0.0, (now_ms - min(firsts)) / 1000) if firsts else 0.0
             metrics.OUTBOX_OLDEST_AGE.labels(p).set(age)
 
     def telegram_core(self) -> TelegramCore:
@@ -297,6 +302,7 @@ class Runtime:
             checks=checks,
             health=self.health,
             figures=self.figures,
+            topology=self.topology,
         )
 
     async def aclose(self) -> None:
@@ -308,6 +314,7 @@ class Runtime:
         for client in self.clients.values():
             await client.aclose()
         await self.redis.aclose()
+        await self.topology.aclose()
         if self.embedded is not None:
             self.embedded.stop()
 
@@ -320,9 +327,9 @@ def pii_key(settings: Settings) -> bytes:
             return parse_key(secret.get_secret_value())
         except ValueError as e:
             raise StartupError(f"security.pii_key: {e}") from None
-    if settings.redis.url is not None:
+    if settings.redis.external:
         raise StartupError(
-            "security.pii_key is required when redis.url is set: every instance must share one key "
+            "security.pii_key is required when redis.url is set (or redis.sentinels): every instance must share one key "
             "(generate one with: python3 -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())')"
         )
     path = settings.general.data_dir / "pii.key"
@@ -332,25 +339,24 @@ def pii_key(settings: Settings) -> bytes:
     return key
 
 
-def _client(url: str) -> Redis:
-    """A client that retries a failed command only briefly (3 times, at most 0.25 s apart): the
-    callers retry on their own terms (the start-up wait, the alert loops, the sender's record), a
-    message gets its apology at once, and a record waiting for Redis is in within moments of its
-    return (redis-py's default, 10 retries up to 1 s apart, would hold it a few seconds longer)."""
-    client = Redis.from_url(url, retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.25), 3))
-    return meter(client)
+def _metered(client: Redis) -> Redis:
+    """Round trips and errors counted (``bot.storage.metered``) where the client has one connection
+    pool (single, Sentinel); a cluster's per-node pools are not counted."""
+    return meter(client) if hasattr(client, "connection_pool") else client
 
 
-def open_redis(settings: Settings) -> tuple[Redis, EmbeddedRedis | None, str]:
-    """The client, the embedded server if one was started, and where Redis is (for log lines)."""
-    if settings.redis.url is not None:
-        url = settings.redis.url.get_secret_value()
-        return _client(url), None, redacted_url(url)
+def open_redis(settings: Settings) -> tuple[Redis, EmbeddedRedis | None, Topology]:
+    """The client, the embedded server if one was started, and the topology (where Redis is, for
+    log lines, and what protected writes wait for)."""
+    if settings.redis.external:
+        client, topology = connect(settings.redis)
+        return _metered(client), None, topology
     # Started on the calling (main) thread so the child is tied to this process's life.
     embedded = EmbeddedRedis(settings.general.data_dir / "redis")
     embedded.start()
     log.info("embedded redis-server %s started (pid %s)", embedded.binary, embedded.pid)
-    return _client(embedded.url), embedded, embedded.url
+    client, topology = connect(settings.redis, url=embedded.url)
+    return _metered(client), embedded, topology
 
 
 def sms_gateway(settings: Settings, clock: Clock, show_sms: ShowSms | None) -> SmsGateway:
@@ -441,21 +447,27 @@ async def build_runtime(
     logs.set_user_hasher(lambda user: user_hash(cipher, user))
     gateway = sms_gateway(settings, clock, show_sms)
     embedded = None
-    where = "the given client"
+    topology = Topology(where="the given client")
     if redis is None:
-        redis, embedded, where = open_redis(settings)
+        redis, embedded, topology = open_redis(settings)
     # The embedded server answered already; one at redis.url may still be starting.
     wait = settings.redis.connect_wait_seconds if embedded is None else 0.0
     try:
-        if not await wait_for_redis(redis, where=where, wait_seconds=wait, stop=stop):
+        if not await wait_for_redis(redis, where=topology.where, wait_seconds=wait, stop=stop):
             raise StoppedWhileStarting()
     except BaseException:
         await redis.aclose()
+        await topology.aclose()
         if embedded is not None:
             embedded.stop()
         raise
-    health = RedisHealth(where)
-    keys = Keys(settings.redis.prefix)
+    health = RedisHealth(topology.where)
+    keys = Keys(settings.redis.prefix, shards=settings.alerts.shards)
+    if topology.cluster and keys.shards == 1:
+        log.warning(
+            "redis.cluster with alerts.shards = 1: the alert schedule, checks and outbox all live on "
+            "one master; set alerts.shards (about four per master) before users subscribe"
+        )
     catalogs = Catalogs()
     store = RedisStore(
         redis,
@@ -466,6 +478,7 @@ async def build_runtime(
         lock_seconds=settings.redis.lock_seconds,
         lock_wait_seconds=settings.redis.lock_wait_seconds,
         health=health,
+        topology=topology,
     )
     o = settings.otp
     otp = OtpService(
@@ -519,4 +532,5 @@ async def build_runtime(
         figures=figures,
         audit=audit,
         subject=subject,
+        topology=topology,
     )

@@ -81,6 +81,25 @@ class RedisSettings(_Section):
     """How long a service started with ``url`` waits for Redis to answer (retrying with backoff,
     one log line per attempt) before it gives up with exit code 2."""
 
+    cluster: bool = False
+    """``url`` names one node of a Redis Cluster (any; the client learns the others from it)."""
+    sentinels: list[str] = []
+    """``["host:port", ...]`` of Redis Sentinels: the client asks them for the primary of
+    ``sentinel_master`` and follows it through a failover. Exclusive with ``url``."""
+    sentinel_master: str = ""
+    """The name the sentinels monitor the primary under (``sentinel monitor <name> ...``)."""
+    password: SecretStr | None = None
+    """The data nodes' password with ``sentinels`` (with ``url`` it goes in the URL)."""
+    username: str | None = None
+    """The data nodes' ACL user with ``sentinels``."""
+    sentinel_password: SecretStr | None = None
+    """The sentinels' own password (``requirepass`` in their configuration), if they have one."""
+    wait_replicas: Annotated[int | None, Field(ge=0, le=16)] = None
+    """Writes Yibao must not lose (a completed bind, an alert recorded as sent) wait until this many
+    replicas have them (``WAIT``). Empty: 1 with ``sentinels`` or ``cluster``, 0 (no wait) otherwise."""
+    wait_timeout_ms: Annotated[int, Field(ge=1, le=60_000)] = 500
+    """The longest such a write waits for its replicas; past it, it stands on the primary alone (logged)."""
+
     @field_validator("url")
     @classmethod
     def _scheme(cls, value: SecretStr | None) -> SecretStr | None:
@@ -89,6 +108,35 @@ class RedisSettings(_Section):
         if not re.match(r"^(redis|rediss|unix)://", value.get_secret_value()):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
+
+    @field_validator("sentinels")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            if not re.fullmatch(r"[^\s:]+:\d{1,5}", address):
+                raise ValueError(f'a sentinel is "host:port", not {address!r}')
+        return value
+
+    @model_validator(mode="after")
+    def _one_topology(self) -> RedisSettings:
+        if self.sentinels and self.url is not None:
+            raise ValueError("set either url (a single Redis or a cluster node) or sentinels, not both")
+        if self.sentinels and not self.sentinel_master:
+            raise ValueError("sentinel_master is required with sentinels")
+        if self.cluster and self.url is None:
+            raise ValueError("cluster = true needs url: any node of the cluster")
+        return self
+
+    @property
+    def external(self) -> bool:
+        """A Redis the operator runs (url or sentinels), not the embedded one."""
+        return self.url is not None or bool(self.sentinels)
+
+    @property
+    def replicas_to_wait(self) -> int:
+        if self.wait_replicas is not None:
+            return self.wait_replicas
+        return 1 if self.sentinels or self.cluster else 0
 
 
 class SecuritySettings(_Section):
@@ -214,6 +262,10 @@ class AlertSettings(_Section):
     """A batch or an alert taken by a worker that stopped (crashed) is taken over after this long."""
     poll_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
     """How often a worker looks for users whose check is due."""
+    shards: Annotated[int, Field(ge=1, le=256)] = 1
+    """The schedule, the checks stream and each outbox stream are split into this many parts, each
+    in a hash slot of its own, so that on a Redis Cluster they spread over the masters (every worker
+    works on all of them). 1 keeps them whole, as on a single Redis. Fixed once users subscribe."""
 
     @field_validator("cron")
     @classmethod

@@ -22,15 +22,18 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from bot import metrics
 from bot.alerts.outbox import Outbox
 from bot.alerts.schedule import Rounds
 from bot.insurers.registry import PlatformRegistry
-from bot.storage.codec import StateCodec
+from bot.storage.batch import CROSS_SLOT, as_cluster, call, per_node, send
+from bot.storage.codec import OLD_BINDING, StateCodec
+from bot.storage.connect import Topology
 from bot.storage.health import UNREACHABLE
 from bot.storage.keys import Keys, UserKind
-from bot.storage.streams import Entry, GroupReader
+from bot.storage.streams import Entry, ShardedReader
 from dialogs.crossing import AlertFacts, Verdict, Watch, judge
 from dialogs.models import BalanceView, MemberId, PlatformName, UserKey
 from dialogs.ports import Clock, InsuranceProblem
@@ -62,16 +65,33 @@ end
 return #due
 """
 
-# KEYS: the profiles of a batch of users. Four values each, in order (nil where missing): one
-# command for the batch, where a pipeline of HMGETs costs the client as much again per user.
+# KEYS: the profiles of a batch of users. Four values each, in order (nil where missing): the
+# binding's head (``b``, or the whole binding of a user bound before that layout), threshold, alert,
+# alert_sent. One command for the batch, where a pipeline of HMGETs costs the client as much again per user.
 _READ = """
 local out = {}
 for _, key in ipairs(KEYS) do
-  local v = redis.call('HMGET', key, 'binding', 'threshold', 'alert', 'alert_sent')
-  out[#out + 1] = v[1]; out[#out + 1] = v[2]; out[#out + 1] = v[3]; out[#out + 1] = v[4]
+  local v = redis.call('HMGET', key, 'b', 'threshold', 'alert', 'alert_sent', 'binding')
+  out[#out + 1] = v[1] or v[5]; out[#out + 1] = v[2]; out[#out + 1] = v[3]; out[#out + 1] = v[4]
 end
 return out
 """
+
+# The same on a cluster, for the users whose keys one master holds (their names in ARGV: see
+# bot.storage.batch.CROSS_SLOT): one table per user.
+_READ_CLUSTER = (
+    CROSS_SLOT
+    + """
+local out = {}
+for i, key in ipairs(ARGV) do
+  local v = redis.call('HMGET', key, 'b', 'threshold', 'alert', 'alert_sent', 'binding')
+  out[i] = {v[1] or v[5], v[2], v[3], v[4]}
+end
+return out
+"""
+)
+
+PROFILE_FIELDS = ("b", "threshold", "alert", "alert_sent", OLD_BINDING)
 
 # KEYS: the user's profile. ARGV: the threshold and watch the check saw, the watch to write.
 _MARK = """
@@ -135,8 +155,10 @@ class Checker:
         batch_size: int = 100,
         platform_concurrency: int = 4,
         reclaim_after_seconds: float = 60.0,
+        topology: Topology | None = None,
     ) -> None:
         self.redis = redis
+        self.topology = topology or Topology()
         self.keys = keys
         self.codec = codec
         self.insurance = insurance
@@ -145,9 +167,15 @@ class Checker:
         self.clock = clock
         self.batch_size = batch_size
         self.concurrency = platform_concurrency
-        self.reader = GroupReader(
-            redis, keys.checks(), GROUP, consumer, reclaim_after_seconds=reclaim_after_seconds
+        self.reader = ShardedReader(
+            redis,
+            [keys.checks(shard) for shard in range(keys.shards)],
+            GROUP,
+            consumer,
+            reclaim_after_seconds=reclaim_after_seconds,
         )
+        self._cluster = as_cluster(redis)
+        self._read_cluster = redis.register_script(_READ_CLUSTER)
         self._move = redis.register_script(_MOVE)
         self._read = redis.register_script(_READ)
         self._mark = redis.register_script(_MARK)
@@ -165,17 +193,18 @@ class Checker:
         base_ms = int(self.rounds.next_start(now).timestamp() * 1000)
         jitter_ms = int(self.rounds.jitter.total_seconds() * 1000)
         limit = self.batch_size * MOVE_LIMIT_BATCHES
-        total = 0
-        while True:
-            moved = int(
-                await self._move(
-                    keys=[self.keys.schedule(), self.keys.checks()],
-                    args=[now_ms, limit, self.batch_size, base_ms, jitter_ms],
-                )
-            )
-            total += moved
-            if moved < limit:
-                return total
+        args = [now_ms, limit, self.batch_size, base_ms, jitter_ms]
+
+        async def move(shard: int) -> int:
+            keys = [self.keys.schedule(shard), self.keys.checks(shard)]
+            total = 0
+            while True:
+                moved = int(await self._move(keys=keys, args=args))
+                total += moved
+                if moved < limit:
+                    return total
+
+        return sum(await asyncio.gather(*(move(shard) for shard in range(self.keys.shards))))
 
     # -- the checks -----------------------------------------------------------------------------
 
@@ -199,9 +228,7 @@ class Checker:
                 report.unknown,
                 report.checked,
             )
-        pipe = self.redis.pipeline(transaction=False)
-        self.reader.done(pipe, entry_id)
-        await pipe.execute()
+        await send(self.redis, lambda pipe: self.reader.done(pipe, entry_id))
         return report
 
     async def check(self, users: list[UserKey]) -> CheckReport:
@@ -210,7 +237,7 @@ class Checker:
         metrics.ALERTS_CHECKED.inc(len(users))
         subscribers, gone = await self._load(users)
         if gone:
-            report.unsubscribed = int(await self._forget(keys=[self.keys.schedule()], args=gone))
+            report.unsubscribed = await self._forget_all(gone)
         by_platform: defaultdict[PlatformName, list[_Subscriber]] = defaultdict(list)
         for s in subscribers:
             by_platform[s.platform].append(s)
@@ -235,20 +262,45 @@ class Checker:
             report.alerts += sent
             report.unreachable += unreachable
         if rearm:
-            pipe = self.redis.pipeline(transaction=False)
-            for s in rearm:
-                fresh = Watch(secrets.token_hex(6), told=False).mark()
-                await self._mark(
-                    keys=[self.keys.user(s.user, UserKind.PROFILE)],
-                    args=[s.threshold_raw, s.mark, fresh],
-                    client=pipe,
-                )
-            report.rearmed += sum(map(int, await pipe.execute()))
+
+            def fill(pipe: Pipeline) -> None:
+                for s in rearm:
+                    fresh = Watch(secrets.token_hex(6), told=False).mark()
+                    profile = self.keys.user(s.user, UserKind.PROFILE)
+                    call(pipe, self._mark, [profile], [s.threshold_raw, s.mark, fresh])
+
+            report.rearmed += sum(map(int, await send(self.redis, fill, scripts=[self._mark])))
         return report
 
+    async def _forget_all(self, gone: list[str]) -> int:
+        by_shard: defaultdict[int, list[str]] = defaultdict(list)
+        for user in gone:
+            by_shard[self.keys.shard_of(user)].append(user)
+        counts = await asyncio.gather(
+            *(self._forget(keys=[self.keys.schedule(shard)], args=users) for shard, users in by_shard.items())
+        )
+        return sum(map(int, counts))
+
+    async def _read_profiles(self, users: list[UserKey]) -> list[list[bytes | None]]:
+        """Four fields of each user's profile. One script for the batch on one Redis; on a cluster
+        one script per master, in parallel, or (while slots move) an HMGET per user, pipelined."""
+        profiles = [self.keys.user(user, UserKind.PROFILE) for user in users]
+        if self._cluster is not None:
+            rows = await per_node(self._cluster, self._read_cluster, [[p] for p in profiles])
+            if rows is not None:
+                return rows
+
+            def fill(pipe: Pipeline) -> None:
+                for profile in profiles:
+                    pipe.hmget(profile, PROFILE_FIELDS)
+
+            rows = await send(self.redis, fill)
+            return [[head or old, *rest] for head, *rest, old in rows]
+        flat = await self._read(keys=profiles)
+        return [flat[i : i + 4] for i in range(0, len(flat), 4)]
+
     async def _load(self, users: list[UserKey]) -> tuple[list[_Subscriber], list[str]]:
-        flat = await self._read(keys=[self.keys.user(user, UserKind.PROFILE) for user in users])
-        rows = [flat[i : i + 4] for i in range(0, len(flat), 4)]
+        rows = await self._read_profiles(users)
         subscribers: list[_Subscriber] = []
         gone: list[str] = []
         for user, (binding, threshold, mark, sent) in zip(users, rows, strict=True):
@@ -284,17 +336,27 @@ class Checker:
     async def _alert(self, crossings: list[tuple[_Subscriber, BalanceView]]) -> tuple[int, int]:
         """Outbox first, then the mark: a crash in between queues the same crossing again next time,
         and the sender sends it once. Users the chat platform cannot reach get nothing queued."""
-        pipe = self.redis.pipeline(transaction=False)
-        for s, _ in crossings:
-            pipe.exists(self.keys.user(s.user, UserKind.UNREACHABLE))
-        reachable = [c for c, gone in zip(crossings, await pipe.execute(), strict=True) if not gone]
+
+        def ask(pipe: Pipeline) -> None:
+            for s, _ in crossings:
+                pipe.exists(self.keys.user(s.user, UserKind.UNREACHABLE))
+
+        reachable = [c for c, gone in zip(crossings, await send(self.redis, ask), strict=True) if not gone]
         found_at = self.clock.now()
-        pipe = self.redis.pipeline(transaction=False)
-        for s, balance in reachable:
-            assert balance.personal_account is not None  # judge() alerts only on a personal account
-            facts = AlertFacts(balance=balance.personal_account, threshold=s.threshold, as_of=balance.as_of)
-            self.outbox.put(pipe, s.user, s.watch.token, facts, found_at)
-        await pipe.execute()
+
+        def put(pipe: Pipeline) -> None:
+            for s, balance in reachable:
+                assert balance.personal_account is not None  # judge() alerts only on a personal account
+                facts = AlertFacts(
+                    balance=balance.personal_account, threshold=s.threshold, as_of=balance.as_of
+                )
+                self.outbox.put(pipe, s.user, s.watch.token, facts, found_at)
+
+        if reachable:
+            # The alerts wait for a replica (redis.wait_replicas) before the watches are marked told:
+            # a failover must not keep the mark and lose the alert.
+            streams = {self.outbox.stream_of(s.user) for s, _ in reachable}
+            await send(self.redis, put, topology=self.topology, protect=sorted(streams))
         await self._mark_told(reachable)
         for s, _ in reachable:
             metrics.ALERTS_QUEUED.labels(metrics.platform_of(s.user)).inc()
@@ -307,17 +369,20 @@ class Checker:
         finds the same crossing token, and the sender drops the second copy as a duplicate."""
         delay = 0.05
         failed_at: float | None = None
-        while True:
-            pipe = self.redis.pipeline(transaction=False)
+
+        def fill(pipe: Pipeline) -> None:
             for s, _ in reachable:
                 told = Watch(s.watch.token, told=True).mark()
-                await self._mark(
-                    keys=[self.keys.user(s.user, UserKind.PROFILE)],
-                    args=[s.threshold_raw, s.mark, told],
-                    client=pipe,
+                call(
+                    pipe,
+                    self._mark,
+                    [self.keys.user(s.user, UserKind.PROFILE)],
+                    [s.threshold_raw, s.mark, told],
                 )
+
+        while reachable:
             try:
-                await pipe.execute()
+                await send(self.redis, fill, scripts=[self._mark])
                 break
             except UNREACHABLE as e:
                 if failed_at is None:

@@ -45,9 +45,11 @@ from bot import metrics
 from bot.alerts.schedule import QuietHours
 from bot.audit.figures import Figures
 from bot.crypto.pii import PiiError
+from bot.storage.batch import call, send
 from bot.storage.codec import StateCodec
+from bot.storage.connect import Topology
 from bot.storage.keys import Keys, UserKind
-from bot.storage.streams import Entry, GroupReader
+from bot.storage.streams import Entry, ShardedReader
 from dialogs.crossing import AlertFacts, Spend, alert_replies
 from dialogs.i18n import Catalogs
 from dialogs.models import UserKey
@@ -71,9 +73,12 @@ class Outbox:
         self.keys = keys
         self.codec = codec
 
+    def stream_of(self, user: UserKey) -> str:
+        return self.keys.outbox(chat_platform(user), self.keys.shard_of(user))
+
     def put(self, pipe: Pipeline, user: UserKey, token: str, facts: AlertFacts, found_at: datetime) -> None:
         pipe.xadd(
-            self.keys.outbox(chat_platform(user)),
+            self.stream_of(user),
             {
                 "user": user,
                 "token": token,
@@ -138,8 +143,8 @@ if held_token == ARGV[1] and held ~= ARGV[3] and string.sub(held, 1, #ARGV[4]) ~
   return {'busy', held}
 end
 redis.call('SET', KEYS[3], ARGV[2])
-local p = redis.call('HMGET', KEYS[1], 'lang', 'alert_lang', 'binding')
-return {'go', p[1] or '', p[2] or '', p[3] or ''}
+local p = redis.call('HMGET', KEYS[1], 'lang', 'alert_lang', 'b', 'binding')
+return {'go', p[1] or '', p[2] or '', p[3] or p[4] or ''}
 """
 
 # KEYS: sending. ARGV: whose ("<token> <sender> "), the new claim. 1 if still ours (renewed), else 0.
@@ -212,9 +217,11 @@ class Sender:
         rate: float = 20.0,
         reclaim_after_seconds: float = 60.0,
         figures: Figures | None = None,
+        topology: Topology | None = None,
     ) -> None:
         self.redis = redis
         self.figures = figures
+        self.topology = topology or Topology()
         self.keys = keys
         self.codec = codec
         self.platform = platform
@@ -226,9 +233,9 @@ class Sender:
         self.quiet = quiet
         self.insurance = insurance
         self.consumer = consumer
-        self.stream = keys.outbox(platform)
-        self.reader = GroupReader(
-            redis, self.stream, GROUP, consumer, reclaim_after_seconds=reclaim_after_seconds
+        self.streams = [keys.outbox(platform, shard) for shard in range(keys.shards)]
+        self.reader = ShardedReader(
+            redis, self.streams, GROUP, consumer, reclaim_after_seconds=reclaim_after_seconds
         )
         self.pacer = Pacer(redis, keys.outbox_pace(platform), rate)
         self.reclaim_after = reclaim_after_seconds
@@ -250,7 +257,14 @@ class Sender:
         now_ms = int(self.clock.now().timestamp() * 1000)
         self._gap_allowed = max(self.reclaim_after / 2, block_ms / 1000 + 1.0)
         try:
-            await self._release(keys=[self.keys.outbox_later(self.platform), self.stream], args=[now_ms, 100])
+            await asyncio.gather(
+                *(
+                    self._release(
+                        keys=[self.keys.outbox_later(self.platform, shard), stream], args=[now_ms, 100]
+                    )
+                    for shard, stream in enumerate(self.streams)
+                )
+            )
             self._contact()
             entries = await self.reader.take(count, block_ms)
             self._contact()
@@ -290,13 +304,19 @@ class Sender:
         sending = self.keys.user(user, UserKind.SENDING)
         whose, value = self._claim_value(token)
         replace = self._stale_claim(user)
-        answer = await self._claim(
-            keys=[
-                self.keys.user(user, UserKind.PROFILE),
-                self.keys.user(user, UserKind.UNREACHABLE),
-                sending,
-            ],
-            args=[token, value, replace or b"", whose],
+        claim_keys = [
+            self.keys.user(user, UserKind.PROFILE),
+            self.keys.user(user, UserKind.UNREACHABLE),
+            sending,
+        ]
+        # The claim waits for a replica (redis.wait_replicas): after a failover, a claim the new
+        # primary never heard of would let a second sender send the same alert.
+        [answer] = await send(
+            self.redis,
+            lambda pipe: call(pipe, self._claim, claim_keys, [token, value, replace or b"", whose]),
+            scripts=[self._claim],
+            topology=self.topology,
+            protect=[sending],
         )
         self._contact()
         status = answer[0].decode()
@@ -414,18 +434,20 @@ class Sender:
         claim is renewed meanwhile (``_keep``), so no other sender sends the alert again."""
         delay = 0.05
         failed_at: float | None = None
-        while True:
-            pipe = self.redis.pipeline(transaction=False)
-            await self._record(
-                keys=[self.keys.user(user, UserKind.PROFILE), self.keys.user(user, UserKind.SENDING)],
-                args=[token, whose],
-                client=pipe,
-            )
+        profile = self.keys.user(user, UserKind.PROFILE)
+
+        def fill(pipe: Pipeline) -> None:
+            call(pipe, self._record, [profile, self.keys.user(user, UserKind.SENDING)], [token, whose])
             self.reader.done(pipe, entry_id)
             if deferred:
                 self._note_not_sent(pipe, user, token, "deferred")
+
+        while True:
             try:
-                await pipe.execute()
+                # Waits for a replica (redis.wait_replicas): a failover must not forget that it was sent.
+                await send(
+                    self.redis, fill, scripts=[self._record], topology=self.topology, protect=[profile]
+                )
                 break
             except (RedisError, OSError) as e:
                 if failed_at is None:
@@ -475,10 +497,13 @@ class Sender:
 
     async def _defer(self, entry_id: bytes, fields: dict[bytes, bytes], until: datetime) -> None:
         record = json.dumps({k.decode(): v.decode() for k, v in fields.items()}, sort_keys=True)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zadd(self.keys.outbox_later(self.platform), {record: int(until.timestamp() * 1000)})
-        self.reader.done(pipe, entry_id)
-        await pipe.execute()
+        later = self.keys.outbox_later(self.platform, self.keys.shard_of(fields[b"user"].decode()))
+
+        def fill(pipe: Pipeline) -> None:
+            pipe.zadd(later, {record: int(until.timestamp() * 1000)})
+            self.reader.done(pipe, entry_id)
+
+        await send(self.redis, fill)
         metrics.ALERTS_DEFERRED.labels(self.platform, "quiet_hours").inc()
         if self.figures is not None:
             self.figures.add("alert_deferred", self.platform, "quiet_hours")
@@ -496,14 +521,13 @@ class Sender:
     async def _drop(
         self, entry_id: bytes, user: str, token: str, reason: str, *, whose: str | None = None
     ) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        self._note_not_sent(pipe, user, token, reason)
-        if whose is not None and user:
-            await self._unclaim(
-                keys=[self.keys.user(UserKey(user), UserKind.SENDING)], args=[whose], client=pipe
-            )
-        self.reader.done(pipe, entry_id)
-        await pipe.execute()
+        def fill(pipe: Pipeline) -> None:
+            self._note_not_sent(pipe, user, token, reason)
+            if whose is not None and user:
+                call(pipe, self._unclaim, [self.keys.user(UserKey(user), UserKind.SENDING)], [whose])
+            self.reader.done(pipe, entry_id)
+
+        await send(self.redis, fill, scripts=[self._unclaim])
         metrics.ALERTS_DROPPED.labels(self.platform, reason).inc()
         if self.figures is not None:
             self.figures.add("alert_dropped", self.platform, reason)

@@ -26,6 +26,7 @@ from bot.audit.figures import Figures
 from bot.config import AlertSettings
 from bot.insurers.registry import PlatformRegistry
 from bot.storage.codec import StateCodec
+from bot.storage.connect import Topology
 from bot.storage.health import UNREACHABLE, RedisHealth
 from bot.storage.keys import Keys
 from dialogs.i18n import Catalogs
@@ -64,6 +65,7 @@ class AlertWorker:
         checks: bool = True,
         health: RedisHealth | None = None,
         figures: Figures | None = None,
+        topology: Topology | None = None,
     ) -> None:
         consumer = consumer_name()
         self.health = health or RedisHealth("?")
@@ -82,6 +84,7 @@ class AlertWorker:
                 batch_size=alerts.batch_size,
                 platform_concurrency=alerts.platform_concurrency,
                 reclaim_after_seconds=alerts.reclaim_after_seconds,
+                topology=topology,
             )
         self.senders = [
             Sender(
@@ -100,6 +103,7 @@ class AlertWorker:
                 rate=alerts.send_rate,
                 reclaim_after_seconds=alerts.reclaim_after_seconds,
                 figures=figures,
+                topology=topology,
             )
             for platform, outlet in outlets.items()
         ]

@@ -110,10 +110,18 @@ def cmd_config_check(path: str | None) -> int:
         return EXIT_CONFIG
     _print_deprecations(settings, used)
     has_key = bool(settings.security.pii_key or settings.security.pii_key_file)
-    if settings.redis.url and not has_key:  # what `yibao chat`/`run` would refuse to start with
-        print(f"{used or 'settings'}: security.pii_key: required when redis.url is set", file=sys.stderr)
+    if settings.redis.external and not has_key:  # what `yibao chat`/`run` would refuse to start with
+        print(
+            f"{used or 'settings'}: security.pii_key: required when redis.url is set (or redis.sentinels)",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
-    redis = "set (redis.url)" if settings.redis.url else f"embedded, data in {settings.general.data_dir}"
+    if settings.redis.sentinels:
+        redis = f"sentinels {', '.join(settings.redis.sentinels)} (master {settings.redis.sentinel_master!r})"
+    elif settings.redis.url:
+        redis = "a cluster (redis.url, redis.cluster)" if settings.redis.cluster else "set (redis.url)"
+    else:
+        redis = f"embedded, data in {settings.general.data_dir}"
     key = "set" if has_key else "not set (demo key)"
     print(f"{used or 'built-in defaults'}: OK")
     print(f"  redis: {redis}; prefix {settings.redis.prefix!r}")

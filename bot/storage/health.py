@@ -15,13 +15,23 @@ import time
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
+from redis.exceptions import ClusterError, ReadOnlyError, RedisClusterException, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
 
-UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
-"""What redis-py raises when the server is not there (refused, reset, timed out, still loading)."""
+UNREACHABLE = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ReadOnlyError,
+    ClusterError,
+    TryAgainError,
+    RedisClusterException,
+)
+"""What redis-py raises when the server is not there (refused, reset, timed out, still loading), or
+not whole yet: a primary just demoted (``READONLY``), a cluster with slots not served while a master
+fails over (``CLUSTERDOWN``, ``TRYAGAIN``), or one that could not be reached to learn its layout."""
 
 _FIRST_PAUSE = 0.5
 _MAX_PAUSE = 5.0

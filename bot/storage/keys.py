@@ -8,6 +8,7 @@ which is what ``/unbind`` erases.
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -46,6 +47,8 @@ USER_KINDS = tuple(UserKind)
 @dataclass(frozen=True, slots=True)
 class Keys:
     prefix: str = "yibao"
+    shards: int = 1
+    """``alerts.shards``: how many parts the schedule, the checks and each outbox are split into."""
 
     def user(self, user: UserKey, kind: UserKind) -> str:
         if not _USER.fullmatch(user):
@@ -55,24 +58,36 @@ class Keys:
     def all_user(self, user: UserKey) -> list[str]:
         return [self.user(user, kind) for kind in USER_KINDS]
 
-    # The alert machinery's shared keys, in two hash slots so each of their scripts stays in one:
-    # ``{alerts}`` (who is checked when, and the batches waiting to be checked) and ``{outbox}``.
+    # The alert machinery's shared keys. Each shard's keys share one hash tag, so each of their
+    # scripts stays in one slot: ``{alerts}`` (who is checked when, and the batches waiting to be
+    # checked) and ``{outbox}`` with one shard, ``{alerts.3}`` and ``{outbox.3}`` for shard 3 of
+    # several, which a Redis Cluster spreads over its masters.
 
-    def schedule(self) -> str:
+    def shard_of(self, user: str) -> int:
+        """The shard of the user's schedule entry and alerts: fixed by the user key (CRC-32)."""
+        return 0 if self.shards == 1 else zlib.crc32(user.encode()) % self.shards
+
+    def _tag(self, name: str, shard: int) -> str:
+        return f"{{{name}}}" if self.shards == 1 else f"{{{name}.{shard}}}"
+
+    def schedule(self, shard: int = 0) -> str:
         """Sorted set: subscribed user -> when their next check is due (Unix ms; 0: as soon as possible)."""
-        return f"{self.prefix}:{{alerts}}:schedule"
+        return f"{self.prefix}:{self._tag('alerts', shard)}:schedule"
 
-    def checks(self) -> str:
+    def schedule_of(self, user: str) -> str:
+        return self.schedule(self.shard_of(user))
+
+    def checks(self, shard: int = 0) -> str:
         """Stream of batches of users due a check, shared by the workers through a consumer group."""
-        return f"{self.prefix}:{{alerts}}:checks"
+        return f"{self.prefix}:{self._tag('alerts', shard)}:checks"
 
-    def outbox(self, platform: str) -> str:
+    def outbox(self, platform: str, shard: int = 0) -> str:
         """Stream of alerts to send on one chat platform (``tg``, ``console``), through a consumer group."""
-        return f"{self.prefix}:{{outbox}}:{platform}"
+        return f"{self.prefix}:{self._tag('outbox', shard)}:{platform}"
 
-    def outbox_later(self, platform: str) -> str:
+    def outbox_later(self, platform: str, shard: int = 0) -> str:
         """Sorted set: alerts held back by the quiet hours -> when they may go (Unix ms)."""
-        return f"{self.prefix}:{{outbox}}:{platform}:later"
+        return f"{self.prefix}:{self._tag('outbox', shard)}:{platform}:later"
 
     def outbox_pace(self, platform: str) -> str:
         """The next free send time on the platform, shared by every sender (Redis server time, µs)."""

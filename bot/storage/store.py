@@ -14,14 +14,16 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.asyncio.client import Pipeline
 
-from bot.storage.codec import StateCodec
+from bot.storage.batch import CROSS_SLOT, as_cluster, call, per_node, send
+from bot.storage.codec import OLD_BINDING, StateCodec
+from bot.storage.connect import Topology
 from bot.storage.health import UNREACHABLE, RedisHealth
 from bot.storage.keys import Keys, UserKind
 from dialogs.crossing import Watch
@@ -86,6 +88,10 @@ end
 return out
 """
 
+_READ_MANY_CLUSTER = CROSS_SLOT + _READ_MANY.replace("KEYS", "ARGV")
+"""The same on a cluster, for the users whose keys one master holds (their names in ARGV: see
+``bot.storage.batch.CROSS_SLOT``)."""
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -133,8 +139,11 @@ class RedisStore:
         lock_seconds: float = 30.0,
         lock_wait_seconds: float = 10.0,
         health: RedisHealth | None = None,
+        topology: Topology | None = None,
     ) -> None:
         self.redis = redis
+        self.topology = topology or Topology()
+        self._cluster = as_cluster(redis)
         self.health = health or RedisHealth("?")
         self.keys = keys
         self.codec = codec
@@ -146,6 +155,7 @@ class RedisStore:
         self._write = redis.register_script(_WRITE)
         self._read_script = redis.register_script(_READ)
         self._read_many = redis.register_script(_READ_MANY)
+        self._read_many_cluster = redis.register_script(_READ_MANY_CLUSTER)
         self._peeks: list[tuple[UserKey, asyncio.Future[list[Any]]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._release = redis.register_script(_RELEASE)
@@ -195,6 +205,19 @@ class RedisStore:
         try:
             if len(peeks) == 1:
                 answers = [await self._read_script(keys=self._read_keys(peeks[0][0]))]
+            elif self._cluster is not None:
+                # One script per master for the users whose keys it holds, in parallel; while slots
+                # move, one per user (a script's keys share a slot), pipelined.
+                groups = [self._read_keys(user) for user, _ in peeks]
+                found = await per_node(self._cluster, self._read_many_cluster, groups)
+                if found is None:
+
+                    def fill(pipe: Pipeline) -> None:
+                        for keys in groups:
+                            call(pipe, self._read_script, keys)
+
+                    found = await send(self.redis, fill, scripts=[self._read_script])
+                answers = found
             else:
                 keys = [key for user, _ in peeks for key in self._read_keys(user)]
                 answers = await self._read_many(keys=keys)
@@ -258,14 +281,17 @@ class RedisStore:
         first = (UserKind.LOCK, UserKind.SESSION, UserKind.PROFILE, UserKind.BALANCE, UserKind.UNREACHABLE)
         keys = [self.keys.user(user, kind) for kind in first]
         args: list[Any]
+        profile_changed = outcome.erase
         if outcome.erase:
             keys += [self.keys.user(user, kind) for kind in UserKind if kind not in first]
             args = [token, "erase"]
         else:
-            sets: list[str] = []
+            sets: list[str | bytes] = []
             dels: list[str] = []
             if outcome.set_binding is not None:
-                sets += ["binding", self.codec.encode_binding(user, outcome.set_binding)]
+                for name, value in self.codec.encode_binding(user, outcome.set_binding).items():
+                    sets += [name, value]
+                dels.append(OLD_BINDING)
             if outcome.set_threshold is not None:
                 # A new threshold arms a new watch (a fresh crossing token), checked at the next tick.
                 sets += [
@@ -288,21 +314,32 @@ class RedisStore:
                 balance = "-"  # a new binding: the cached balance was someone else's
             args = [token, "write", session, self.session_ttl_ms, balance, self.balance_ttl_ms]
             args += [len(sets) // 2, *sets, *dels]
+            profile_changed = bool(sets or dels)
+        schedule = self.keys.schedule_of(user)
+        # A change to the profile (a completed bind, an alert set or turned off, a language) and an
+        # erasure wait for a replica: a failover right after the user was told "bound" (or "erased")
+        # must not undo it. A session alone does not: a half-done conversation is only retyped.
+        protect = keys[2] if profile_changed else None
         if outcome.set_threshold is not None and not outcome.erase:
             # Scheduled before the threshold is written: a check that finds no threshold drops the
             # user, so a crash in between leaves nobody with a threshold and no checks.
-            # EVALSHA by hand: a pipeline given the script object first asks SCRIPT EXISTS, a round trip.
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.zadd(self.keys.schedule(), {user: 0})
-            pipe.evalsha(self._write.sha, len(keys), *keys, *args)
-            try:
-                written = (await pipe.execute())[1]
-            except NoScriptError:  # a Redis that restarted or was flushed: load it and write again
-                written = await self._write(keys=keys, args=args)
+            def fill(pipe: Pipeline) -> None:
+                pipe.zadd(schedule, {user: 0})
+                call(pipe, self._write, keys, args)
+
+            written = (await self._send(fill, protect))[1]
+        elif protect is not None:
+            written = (await self._send(lambda pipe: call(pipe, self._write, keys, args), protect))[0]
         else:
             written = await self._write(keys=keys, args=args)
         if not written:
             log.warning("guard for %s expired before its update was saved", user)
             raise GuardLost(user)
         if outcome.erase or outcome.clear_threshold:
-            await self.redis.zrem(self.keys.schedule(), user)
+            await self.redis.zrem(schedule, user)
+
+    async def _send(self, fill: Callable[[Pipeline], None], protect: str | None) -> list[Any]:
+        """``protect``: the write waits for ``redis.wait_replicas`` replicas (``WAIT``, on the
+        connection that made it)."""
+        guarded = [] if protect is None else [protect]
+        return await send(self.redis, fill, scripts=[self._write], topology=self.topology, protect=guarded)

@@ -16,12 +16,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from botapi_emulator import BotApiEmulator, LoopbackServer
 from chat_process import clean_env, yibao_command
 from pydantic import SecretStr
+from redis_topologies import ClusterSet, SentinelSet, missing_tools
+from topologies import CLUSTER_SHARDS, redis_env, sync_client
 
 from bot.crypto.pii import PiiCipher, new_key_text, parse_key
 from bot.storage.codec import StateCodec
@@ -106,8 +109,11 @@ class Scene:
     emulator: BotApiEmulator
     sandbox: CountingSandbox
     platform_url: str
-    redis: RedisProcess
+    redis: RedisProcess | None
     key: str
+    redis_settings: dict[str, Any] = field(default_factory=dict)
+    """The ``[redis]`` settings of the workers (a single Redis, Sentinel or a cluster); by default
+    those of ``redis``."""
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     chats: dict[UserKey, str] = field(default_factory=dict)
     """Subscribed user -> the member they are bound to."""
@@ -116,8 +122,8 @@ class Scene:
         """Every employee of the sandbox with a personal account, bound and with a threshold just
         above their balance: each is due one alert."""
         codec = StateCodec(PiiCipher(parse_key(self.key)))
-        keys = Keys(PREFIX)
-        client = redis.Redis.from_url(self.redis.url)
+        keys = Keys(PREFIX, shards=CLUSTER_SHARDS if self.redis_settings.get("cluster") else 1)
+        client = sync_client(self.redis_settings)
         people = [
             p
             for p in self.sandbox.data.people
@@ -138,14 +144,15 @@ class Scene:
             client.hset(
                 keys.user(user, UserKind.PROFILE),
                 mapping={
-                    "binding": codec.encode_binding(user, binding),
+                    **codec.encode_binding(user, binding),
                     "threshold": str(balance + Decimal(1)),
                     "alert": Watch(os.urandom(6).hex(), told=False).mark(),
                     "alert_lang": "en",
                 },
             )
-            client.zadd(keys.schedule(), {user: 0})
+            client.zadd(keys.schedule_of(user), {user: 0})
             self.chats[user] = p.member_id
+        client.close()
         self.sandbox.asked.clear()
 
     def config(self, **alerts: object) -> Path:
@@ -178,7 +185,7 @@ class Scene:
         env = clean_env(
             YIBAO_TELEGRAM__TOKEN=self.emulator.token,
             YIBAO_TELEGRAM__API_BASE_URL=self.emulator.url,
-            YIBAO_REDIS__URL=self.redis.url,
+            **redis_env(self.redis_settings),
             YIBAO_REDIS__PREFIX=PREFIX,
             YIBAO_SECURITY__PII_KEY=self.key,
             YIBAO_GENERAL__DATA_DIR=str(self.tmp / f"data{n}"),
@@ -210,6 +217,21 @@ class Scene:
             assert time.monotonic() < deadline, f"timed out waiting for {what}: {self.alerts()}"
             time.sleep(0.05)
 
+    def __post_init__(self) -> None:
+        if not self.redis_settings and self.redis is not None:
+            self.redis_settings = {"url": self.redis.url}
+
+    def stop_workers(self) -> None:
+        for w in self.workers:
+            if w.poll() is None:
+                w.send_signal(signal.SIGTERM)
+        for w in self.workers:
+            try:
+                assert w.wait(timeout=20) in (0, -signal.SIGKILL)
+            finally:
+                if w.poll() is None:
+                    w.kill()
+
     def every_alert_once(self) -> None:
         want = {FIRST_CHAT + i for i in range(len(self.chats))}
         self.wait(lambda: set(self.alerts()) == want, what="every alert")
@@ -233,17 +255,36 @@ def scene(tmp_path: Path) -> Iterator[Scene]:
         try:
             yield s
         finally:
-            for w in s.workers:
-                if w.poll() is None:
-                    w.send_signal(signal.SIGTERM)
-            for w in s.workers:
-                try:
-                    assert w.wait(timeout=20) in (0, -signal.SIGKILL)
-                finally:
-                    if w.poll() is None:
-                        w.kill()
+            s.stop_workers()
     server.kill()
     platform.stop()
+
+
+@pytest.fixture
+def topology_scene(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Scene, Any]]:
+    """A scene on a topology of its own (``sentinel`` or ``cluster``), and that topology."""
+    if (why := missing_tools()) is not None:
+        pytest.skip(why)
+    servers: SentinelSet | ClusterSet = (
+        SentinelSet(tmp_path / "sentinel")
+        if request.param == "sentinel"
+        else ClusterSet(tmp_path / "cluster")
+    )
+    servers.start()
+    sandbox = CountingSandbox()
+    platform = LoopbackServer(create_app(sandbox, keys={"yibao": DEMO_SECRET}, admin=False), name="sandbox")
+    platform.start()
+    try:
+        with BotApiEmulator() as emulator:
+            s = Scene(tmp_path, emulator, sandbox, platform.url, None, new_key_text(), servers.settings())
+            s.subscribe_all()
+            try:
+                yield s, servers
+            finally:
+                s.stop_workers()
+    finally:
+        platform.stop()
+        servers.stop()
 
 
 def test_worker_killed_in_the_middle_of_a_sweep(scene: Scene) -> None:
@@ -274,6 +315,7 @@ def test_redis_killed_and_restarted_while_sending(scene: Scene) -> None:
     config = scene.config(send_rate=4)
     scene.start_worker(config)
     scene.wait(lambda: len(scene.alerts()) >= 3, what="sending to start")
+    assert scene.redis is not None
     scene.redis.kill()
     time.sleep(1.5)
     scene.redis.start()  # the same AOF: nothing is lost, and the worker reconnects
@@ -301,3 +343,21 @@ def test_three_workers_check_each_user_once_a_round(scene: Scene) -> None:
     assert scene.sandbox.asked == Counter(dict.fromkeys(scene.chats.values(), 1))
     logs = [(scene.tmp / f"worker{n}.log").read_text() for n in range(3)]
     assert sum("alert sent" in log for log in logs) >= 2  # the sending was shared too
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("topology_scene", ["sentinel", "cluster"], indirect=True)
+def test_a_primary_killed_while_sending_loses_and_doubles_no_alert(topology_scene: tuple[Scene, Any]) -> None:
+    """Two workers on Sentinel or a cluster; the primary (or the master holding the most alert
+    work) is killed with SIGKILL mid-round and started again (it comes back as a replica). Every
+    user still gets their alert, once: what was queued, claimed and recorded waited for a replica."""
+    scene, servers = topology_scene
+    config = scene.config(send_rate=4, batch_size=3)
+    scene.start_worker(config)
+    scene.start_worker(config)
+    scene.wait(lambda: len(scene.alerts()) >= 3, what="sending to start")
+    if isinstance(servers, SentinelSet):
+        servers.fail_over()
+    else:
+        servers.fail_over(servers.nodes[0])
+    scene.every_alert_once()

@@ -19,6 +19,7 @@ import pytest
 import redis
 from botapi_emulator import BotApiEmulator, FakeUser
 from chat_process import BotProcess, clean_env, demo, free_port, start_run, yibao_command
+from topologies import redis_env, sync_client, sync_keys
 
 from bot.crypto.pii import new_key_text
 
@@ -44,7 +45,9 @@ def engine(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def start_bot(tmp_path: Path, redis_url: str, emulator: BotApiEmulator, engine: str) -> Iterator[BotFactory]:
+def start_bot(
+    tmp_path: Path, redis_settings: dict[str, object], emulator: BotApiEmulator, engine: str
+) -> Iterator[BotFactory]:
     bots: list[Bot] = []
     key = new_key_text()
     prefix = f"tge2e-{engine}"  # each engine's run of a test leaves its keys apart from the other's
@@ -56,7 +59,7 @@ def start_bot(tmp_path: Path, redis_url: str, emulator: BotApiEmulator, engine: 
             "YIBAO_TELEGRAM__TOKEN": emulator.token,
             "YIBAO_TELEGRAM__API_BASE_URL": emulator.url,
             "YIBAO_TELEGRAM__ENGINE": engine,
-            "YIBAO_REDIS__URL": redis_url,
+            **redis_env(redis_settings),
             "YIBAO_REDIS__PREFIX": prefix,
             "YIBAO_SECURITY__PII_KEY": key,
             "YIBAO_SMS__GATEWAY": "file",
@@ -78,8 +81,8 @@ def start_bot(tmp_path: Path, redis_url: str, emulator: BotApiEmulator, engine: 
 
 
 @pytest.fixture
-def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
+def sync_redis(redis_settings: dict[str, object]) -> Iterator[redis.Redis]:
+    client = sync_client(redis_settings)
     client.flushall()
     yield client
     client.close()
@@ -108,6 +111,19 @@ def bind(user: FakeUser, bot: Bot, scenario: str, *, zh: bool) -> None:
 def test_the_whole_conversation_in_chinese_and_english(
     emulator: BotApiEmulator, start_bot: BotFactory, sync_redis: redis.Redis
 ) -> None:
+    whole_conversation(emulator, start_bot, sync_redis)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("topology", ["sentinel", "cluster"], indirect=True)
+@pytest.mark.parametrize("engine", ["aiogram"])
+def test_the_whole_conversation_on_sentinel_and_on_a_cluster(
+    emulator: BotApiEmulator, start_bot: BotFactory, sync_redis: redis.Redis, topology: str
+) -> None:
+    whole_conversation(emulator, start_bot, sync_redis)
+
+
+def whole_conversation(emulator: BotApiEmulator, start_bot: BotFactory, sync_redis: redis.Redis) -> None:
     bot = start_bot()
     assert {c["command"] for c in emulator.commands("zh")} >= {"balance", "alert", "bind", "unbind"}
     assert emulator.commands("en")[0]["description"] != emulator.commands("zh")[0]["description"]
@@ -145,8 +161,8 @@ def test_the_whole_conversation_in_chinese_and_english(
     en.presses("/unbind yes", question.message_id)
     en.wait_for("erased", after=before)
 
-    assert sync_redis.keys("*tg:1001*") == []
-    assert sync_redis.keys("*tg:1002*") == []
+    assert sync_keys(sync_redis, "*tg:1001*") == []
+    assert sync_keys(sync_redis, "*tg:1002*") == []
     assert bot.stop() == 0
     log = bot.log.read_text(encoding="utf-8")
     assert "stopped" in log

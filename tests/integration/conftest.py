@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import redis.asyncio as aioredis
+from topologies import CLUSTER_SHARDS, all_keys
 
 from bot.app import Runtime, build_runtime
 from bot.config import Settings
@@ -80,7 +81,7 @@ class Harness:
     async def dump(self) -> dict[str, Any]:
         """Every key in Redis with its value, as text, to search for what must not be there."""
         out: dict[str, Any] = {}
-        for key in await self.redis.keys("*"):
+        for key in await all_keys(self.redis):
             kind = (await self.redis.type(key)).decode()
             value: Any
             if kind == "string":
@@ -100,18 +101,21 @@ HarnessFactory = Callable[..., Awaitable[Harness]]
 
 @pytest.fixture
 async def make_harness(
-    redis: aioredis.Redis, redis_url: str, tmp_path: Path
+    redis: aioredis.Redis, redis_settings: dict[str, Any], topology: str, tmp_path: Path
 ) -> AsyncIterator[HarnessFactory]:
-    """``await make_harness(otp={...}, ...)``: settings sections merged over the test defaults."""
+    """``await make_harness(otp={...}, ...)``: settings sections merged over the test defaults, on
+    the test's Redis topology (a cluster with ``alerts.shards`` = ``CLUSTER_SHARDS``)."""
     made: list[Harness] = []
 
     async def make(**sections: dict[str, Any]) -> Harness:
         base: dict[str, dict[str, Any]] = {
             "general": {"data_dir": tmp_path / "data"},
-            "redis": {"url": redis_url},
+            "redis": dict(redis_settings),
             "security": {"pii_key": new_key_text()},
             "sms": {"gateway": "file", "file_path": tmp_path / "sms.jsonl"},
         }
+        if topology == "cluster":
+            base["alerts"] = {"shards": CLUSTER_SHARDS}
         for name, values in sections.items():
             base[name] = {**base.get(name, {}), **values}
         settings = Settings(**base)  # type: ignore[arg-type]

@@ -11,12 +11,15 @@ from typing import Any
 import pytest
 from conftest import SHANGHAI, Harness, HarnessFactory, person
 from pydantic import SecretStr
+from topologies import TOPOLOGIES
 
 from bot.alerts.checks import Checker, CheckReport
 from bot.alerts.outbox import Sender, SendReport
 from bot.storage.keys import UserKind
 from dialogs.models import Binding, MemberId, Outcome, PlatformName, Reply, Session, UserKey, UserState
 from dialogs.ports import Undeliverable
+
+pytestmark = TOPOLOGIES
 
 ALICE = UserKey("console:alice")
 ROUND = 3600
@@ -123,7 +126,7 @@ async def test_one_alert_per_crossing_and_rearm_on_credit(alerts: Alerts) -> Non
     assert "Alert turned off" in await alerts.h.say("/alert off")
     alerts.sandbox.spend(who.member_id, Decimal(420))
     assert await alerts.round() == []
-    assert await alerts.h.redis.zscore(alerts.h.runtime.keys.schedule(), ALICE) is None
+    assert await alerts.h.redis.zscore(alerts.h.runtime.keys.schedule_of(ALICE), ALICE) is None
 
 
 async def test_alert_speaks_the_users_language(alerts: Alerts) -> None:
@@ -212,10 +215,15 @@ async def test_a_repeated_check_is_sent_once(alerts: Alerts) -> None:
     armed = await alerts.h.redis.hget(profile, "alert")
     await alerts.check()
     await alerts.h.redis.hset(profile, "alert", armed)  # as if the mark was never written
-    await alerts.h.redis.zadd(alerts.h.runtime.keys.schedule(), {ALICE: 0})
+    await alerts.h.redis.zadd(alerts.h.runtime.keys.schedule_of(ALICE), {ALICE: 0})
     report = await alerts.check()
     assert report.alerts == 1
-    assert await alerts.h.redis.xlen(alerts.h.runtime.keys.outbox("console")) == 2
+    assert (
+        await alerts.h.redis.xlen(
+            alerts.h.runtime.keys.outbox("console", alerts.h.runtime.keys.shard_of(ALICE))
+        )
+        == 2
+    )
     sent = await alerts.send()
     assert (sent.sent, sent.dropped) == (1, 1)
     assert len(alerts.outlet.texts()) == 1
@@ -238,7 +246,7 @@ async def test_a_stopped_senders_alert_is_taken_over(make_harness: HarnessFactor
     await asyncio.sleep(0.6)
     assert (await second.send()).sent == 1
     assert len(second.outlet.texts()) == 1
-    assert await h.redis.xlen(h.runtime.keys.outbox("console")) == 0
+    assert await h.redis.xlen(h.runtime.keys.outbox("console", h.runtime.keys.shard_of(ALICE))) == 0
 
 
 async def test_a_stopped_checkers_batch_is_taken_over(make_harness: HarnessFactory) -> None:
@@ -292,7 +300,12 @@ async def test_nothing_is_queued_for_an_unreachable_user(alerts: Alerts) -> None
     alerts.sandbox.spend(who.member_id, Decimal(60))
     report = await alerts.check()
     assert (report.alerts, report.unreachable) == (0, 1)
-    assert await alerts.h.redis.xlen(alerts.h.runtime.keys.outbox("console")) == 0
+    assert (
+        await alerts.h.redis.xlen(
+            alerts.h.runtime.keys.outbox("console", alerts.h.runtime.keys.shard_of(ALICE))
+        )
+        == 0
+    )
     await alerts.h.say("/help")  # they write again: reachable, and the crossing is still untold
     alerts.h.clock.advance(ROUND + JITTER)
     assert len(await alerts.round()) == 1
@@ -302,15 +315,18 @@ async def test_unbind_unsubscribes_and_a_dangling_entry_is_forgotten(alerts: Ale
     who = person("normal")
     await alerts.h.bind(who)
     await alerts.h.say("/alert 10")
-    schedule = alerts.h.runtime.keys.schedule()
+    keys = alerts.h.runtime.keys
+    schedule = keys.schedule_of(ALICE)
     assert await alerts.h.redis.zscore(schedule, ALICE) == 0
     await alerts.h.say("/unbind")
     await alerts.h.say("/unbind yes")
     assert await alerts.h.redis.zscore(schedule, ALICE) is None
-    await alerts.h.redis.zadd(schedule, {"console:ghost": 5})
+    await alerts.h.redis.zadd(keys.schedule_of("console:ghost"), {"console:ghost": 5})
     report = await alerts.check()
     assert report.unsubscribed == 1
-    assert await alerts.h.redis.zcard(schedule) == 0
+    assert [await alerts.h.redis.zcard(keys.schedule(shard)) for shard in range(keys.shards)] == [
+        0
+    ] * keys.shards
 
 
 async def test_each_user_is_checked_once_a_round_by_several_workers(make_harness: HarnessFactory) -> None:
@@ -352,4 +368,4 @@ async def test_a_threshold_is_kept_after_redis_forgot_its_scripts(alerts: Alerts
     assert "¥10.00" in await alerts.h.say("/alert 10")
     profile = await alerts.h.redis.hget(alerts.h.runtime.keys.user(ALICE, UserKind.PROFILE), "threshold")
     assert profile == b"10.00"
-    assert await alerts.h.redis.zscore(alerts.h.runtime.keys.schedule(), ALICE) == 0
+    assert await alerts.h.redis.zscore(alerts.h.runtime.keys.schedule_of(ALICE), ALICE) == 0

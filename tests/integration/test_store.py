@@ -1,20 +1,26 @@
-"""The Redis store: the per-user guard under concurrency, expiry, what is (not) written."""
+"""The Redis store: the per-user guard under concurrency, expiry, what is (not) written; on one
+Redis, a Sentinel-watched primary and a Cluster."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from decimal import Decimal
 
 import pytest
 import redis.asyncio as aioredis
 from conftest import Harness, HarnessFactory, person
 from pydantic import SecretStr
+from topologies import TOPOLOGIES, ClientFactory, all_keys
 
 from bot.crypto.pii import PiiCipher, new_key_text, parse_key
 from bot.storage.codec import StateCodec
 from bot.storage.keys import Keys, UserKind
 from bot.storage.store import GuardLost, RedisStore, UserBusy
 from dialogs.models import Outcome, PendingBind, Session, State, UserKey, UserState
+from dialogs.ports import Step
+
+pytestmark = TOPOLOGIES
 
 USER = UserKey("tg:42")
 
@@ -37,18 +43,31 @@ async def increment(state: UserState) -> Outcome:
 
 
 async def test_fifty_concurrent_updates_from_two_instances_lose_nothing(
-    redis: aioredis.Redis, redis_url: str
+    redis: aioredis.Redis, new_client: ClientFactory
 ) -> None:
     key = new_key_text()
-    other = aioredis.Redis.from_url(redis_url)
-    try:
-        a, b = make_store(redis, key), make_store(other, key)
-        await asyncio.gather(*(store.update(USER, increment) for store in [a, b] * 25))
-        state = await a.peek(USER)
-        assert state.profile.threshold == Decimal(50)
-        assert await redis.exists(Keys().user(USER, UserKind.LOCK)) == 0
-    finally:
-        await other.aclose()
+    a, b = make_store(redis, key), make_store(new_client(), key)
+    await asyncio.gather(*(store.update(USER, increment) for store in [a, b] * 25))
+    state = await a.peek(USER)
+    assert state.profile.threshold == Decimal(50)
+    assert await redis.exists(Keys().user(USER, UserKind.LOCK)) == 0
+
+
+async def test_peeks_of_many_users_at_once_each_get_their_own_state(redis: aioredis.Redis) -> None:
+    """Peeks in one turn of the event loop share one read: one script on one Redis, one pipeline
+    split by node on a cluster, where the users' keys are in many slots."""
+    store = make_store(redis, new_key_text())
+    users = [UserKey(f"tg:{n}") for n in range(1, 41)]
+
+    def setting(n: int) -> Step:
+        async def step(state: UserState) -> Outcome:
+            return Outcome(replies=(), session=Session(), set_threshold=Decimal(n))
+
+        return step
+
+    await asyncio.gather(*(store.update(user, setting(n)) for n, user in enumerate(users, 1)))
+    states = await asyncio.gather(*(store.peek(user) for user in users))
+    assert [s.profile.threshold for s in states] == [Decimal(n) for n in range(1, 41)]
 
 
 async def test_fifty_concurrent_messages_leave_one_consistent_session(make_harness: HarnessFactory) -> None:
@@ -99,7 +118,7 @@ async def test_a_failing_step_writes_nothing_and_frees_the_guard(redis: aioredis
 
     with pytest.raises(RuntimeError):
         await store.update(USER, boom)
-    assert await redis.keys("*") == []
+    assert await all_keys(redis) == []
     await store.update(USER, increment)
     assert (await store.peek(USER)).profile.threshold == 1
 
@@ -173,6 +192,55 @@ async def test_unbind_needs_a_yes(harness: Harness) -> None:
 
 async def test_unbind_when_not_bound_erases_what_is_left(harness: Harness) -> None:
     await harness.say("/lang zh")
-    assert await harness.redis.keys("*{console:alice}*")
+    assert await all_keys(harness.redis, "*{console:alice}*")
     await harness.say("/unbind")
-    assert await harness.redis.keys("*{console:alice}*") == []
+    assert await all_keys(harness.redis, "*{console:alice}*") == []
+
+
+def old_binding(cipher: PiiCipher, user: UserKey) -> str:
+    """A binding as it was stored before the compact layout: one JSON field, text ciphertexts."""
+    return json.dumps(
+        {
+            "member_id": "SBX-110000-0001",
+            "platform": "sandbox",
+            "id": cipher.encrypt("110101198312116939", context=f"id|{user}"),
+            "phone": cipher.encrypt("13000000000", context=f"phone|{user}"),
+            "bound_at": "2026-11-24T10:00:00+08:00",
+            "personal_account": True,
+        }
+    )
+
+
+async def test_a_binding_stored_before_the_compact_layout_still_reads(redis: aioredis.Redis) -> None:
+    """Users bound before the upgrade keep their binding: read as it is, replaced at their next bind."""
+    key = new_key_text()
+    store = make_store(redis, key)
+    profile = Keys().user(USER, UserKind.PROFILE)
+    await redis.hset(profile, mapping={"binding": old_binding(PiiCipher(parse_key(key)), USER), "lang": "en"})
+    binding = (await store.peek(USER)).profile.binding
+    assert binding is not None
+    assert binding.member_id == "SBX-110000-0001"
+    assert binding.id_number.get_secret_value() == "110101198312116939"
+    assert binding.phone.get_secret_value() == "13000000000"
+    assert StateCodec.binding_member(await redis.hget(profile, "binding")) == ("sandbox", "SBX-110000-0001")
+
+    async def rebind(state: UserState) -> Outcome:
+        assert state.profile.binding is not None
+        return Outcome(replies=(), session=Session(), set_binding=state.profile.binding)
+
+    await store.update(USER, rebind)
+    assert sorted(await redis.hkeys(profile)) == [b"b", b"id", b"lang", b"ph"]
+    again = (await store.peek(USER)).profile.binding
+    assert again is not None
+    assert again.id_number.get_secret_value() == "110101198312116939"
+    assert again.bound_at == binding.bound_at
+
+
+async def test_a_bound_and_subscribed_profile_stays_a_listpack(harness: Harness) -> None:
+    """Every field under hash-max-listpack-value (64 bytes): the compact encoding, about half the memory."""
+    await harness.bind(person("normal"))
+    await harness.say("/alert 100")
+    await harness.say("/lang zh")
+    profile = harness.runtime.keys.user(UserKey("console:alice"), UserKind.PROFILE)
+    assert await harness.redis.object("encoding", profile) in (b"listpack", b"ziplist")  # 7.x, 6.2
+    assert max(len(v) for v in (await harness.redis.hgetall(profile)).values()) <= 64

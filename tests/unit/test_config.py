@@ -382,3 +382,35 @@ def test_a_wecom_app_needs_all_its_keys_and_a_real_aes_key(tmp_path: Path) -> No
     problems = {p.key for p in caught.value.problems}
     assert problems == {"wecom.encoding_aes_key", "wecom.member_messages_per_minute"}
     assert "DoNotPrint" not in str(caught.value)
+
+
+def test_sentinel_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("YIBAO_REDIS__SENTINELS", '["10.0.0.1:26379", "10.0.0.2:26379"]')
+    monkeypatch.setenv("YIBAO_REDIS__SENTINEL_MASTER", "yibao")
+    monkeypatch.setenv("YIBAO_REDIS__PASSWORD", URL_PASSWORD)
+    settings, _ = load_settings()
+    assert settings.redis.sentinels == ["10.0.0.1:26379", "10.0.0.2:26379"]
+    assert settings.redis.external
+    assert settings.redis.replicas_to_wait == 1  # writes that must survive a failover wait for one
+
+
+@pytest.mark.parametrize(
+    ("redis", "why"),
+    [
+        ({"sentinels": ["10.0.0.1:26379"]}, "sentinel_master is required"),
+        ({"sentinels": ["10.0.0.1"], "sentinel_master": "m"}, "host:port"),
+        ({"sentinels": ["10.0.0.1:26379"], "sentinel_master": "m", "url": "redis://h:1"}, "not both"),
+        ({"cluster": True}, "needs url"),
+    ],
+)
+def test_a_redis_topology_that_cannot_work_is_refused(redis: dict[str, object], why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        Settings(redis=redis)  # type: ignore[arg-type]
+
+
+def test_one_redis_waits_for_no_replica_unless_told() -> None:
+    assert Settings(redis={"url": "redis://h:1"}).redis.replicas_to_wait == 0  # type: ignore[arg-type]
+    cluster = Settings(redis={"url": "redis://h:1", "cluster": True})  # type: ignore[arg-type]
+    assert cluster.redis.replicas_to_wait == 1
+    told = Settings(redis={"url": "redis://h:1", "wait_replicas": 2})  # type: ignore[arg-type]
+    assert told.redis.replicas_to_wait == 2
