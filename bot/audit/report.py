@@ -148,7 +148,9 @@ async def count_users(redis: Redis, keys: Keys) -> dict[tuple[str, str], list[in
     async def flush() -> None:
         pipe = redis.pipeline(transaction=False)
         for k in batch:
-            pipe.hmget(k, "b", "binding", "threshold")  # "b": the binding as stored since 18; "binding": before
+            pipe.hmget(
+                k, "b", "binding", "threshold"
+            )  # "b": the binding as stored since 18; "binding": before
         for k, (head, old, threshold) in zip(batch, await pipe.execute(), strict=True):
             binding = head if head is not None else old
             if binding is None:
