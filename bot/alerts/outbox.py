@@ -157,9 +157,10 @@ end
 return 0
 """
 
-# KEYS: profile, sending. ARGV: token, whose. Delivered: the token is sent, and our claim goes.
+# KEYS: profile, sending. ARGV: token, whose. Delivered: the token is sent, and our claim goes. A
+# profile that is gone (the user unbound while their alert was on its way) is not written back.
 _RECORD = """
-redis.call('HSET', KEYS[1], 'alert_sent', ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'alert_sent', ARGV[1]) end
 local held = redis.call('GET', KEYS[2])
 if held and string.sub(held, 1, #ARGV[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
 return 1
