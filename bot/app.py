@@ -18,8 +18,10 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
+from bot.alerts.followups import BackgroundFollowups
 from bot.alerts.worker import AlertWorker
 from bot.charts.drawing import MatplotlibCharts
+from bot.charts.qr import SegnoQr
 from bot.clock import SystemClock
 from bot.config import PlatformSettings, Settings, read_secret
 from bot.crypto.pii import PiiCipher, load_or_create_key, parse_key
@@ -39,7 +41,7 @@ from dialogs.machine import Conversation, DialogSettings
 from dialogs.models import Outcome, PlatformName, Session, UserKey, UserState
 from dialogs.ports import Clock, Outlet, PlatformInfo
 from insurance.client import ClientPolicy, HttpPlatformClient
-from insurance.sandbox import SandboxPlatform
+from insurance.sandbox import SandboxPlatform, SandboxProfile
 from platforms.telegram.core import TelegramCore
 from platforms.tencent.callback import CallbackGuard
 from platforms.tencent.crypto import MessageCrypto
@@ -77,6 +79,8 @@ class Runtime:
     clients: dict[str, HttpPlatformClient] = field(default_factory=dict)
     sandboxes: dict[str, SandboxPlatform] = field(default_factory=dict)
     """The in-process sandbox platforms by name, for the demo's and the tests' admin moves."""
+    followups: BackgroundFollowups = field(default_factory=lambda: BackgroundFollowups(limit_seconds=600))
+    """The conversation's background work (face checks); its ``outlets`` are filled by the runner."""
     _closed: bool = field(default=False, repr=False)
 
     def telegram_core(self) -> TelegramCore:
@@ -216,6 +220,7 @@ class Runtime:
         if self._closed:
             return
         self._closed = True
+        await self.followups.aclose()
         for client in self.clients.values():
             await client.aclose()
         await self.redis.aclose()
@@ -296,7 +301,9 @@ def build_platforms(
             # The server (FastAPI) only for a sandbox: a deployment of http platforms need not load it.
             from insurance.server import create_app
 
-            sandbox = SandboxPlatform.from_file(p.sandbox_data, clock=clock.now)
+            sandbox = SandboxPlatform.from_file(
+                p.sandbox_data, clock=clock.now, profile=SandboxProfile(p.sandbox_profile)
+            )
             key = secrets.token_bytes(32)
             app = create_app(sandbox, keys={"in-process": key}, clock=clock.now, admin=False)
             client = HttpPlatformClient(
@@ -388,6 +395,8 @@ async def build_runtime(
         signature=settings.sms.signature,
     )
     insurance, clients, sandboxes = build_platforms(settings, clock)
+    wait = settings.insurance.verification_wait_seconds
+    followups = BackgroundFollowups(limit_seconds=wait + 60)
     conversation = Conversation(
         store=store,
         insurance=insurance,
@@ -401,8 +410,11 @@ async def build_runtime(
             session_idle_minutes=settings.redis.session_idle_seconds // 60,
             code_ttl_minutes=o.code_ttl_seconds // 60,
             balance_cache_seconds=settings.insurance.balance_cache_seconds,
+            verification_wait_seconds=wait,
         ),
         charts=MatplotlibCharts(),
+        qr=SegnoQr(),
+        followups=followups,
     )
     return Runtime(
         settings,
@@ -416,4 +428,5 @@ async def build_runtime(
         health=health,
         clients=clients,
         sandboxes=sandboxes,
+        followups=followups,
     )
