@@ -373,7 +373,9 @@ class BindingFlow(Turn):
         await self.otp.end_lookup(lookup)
         return await self.send_code(match, name, id_number)
 
-    async def send_code(self, match: MemberMatch, name: SecretStr, id_number: str) -> Outcome:
+    async def send_code(
+        self, match: MemberMatch, name: SecretStr, id_number: str, *, sensitive: bool = True
+    ) -> Outcome:
         """The member is found (and checked): the SMS code goes to the phone on file."""
         sent = await self.otp.send(self.user, match.phone, self.locale)
         at_code_step = Session(
@@ -390,8 +392,8 @@ class BindingFlow(Turn):
         if isinstance(sent, CodeRefused):
             # A code went to this phone moments ago: wait at the code step, where /resend works.
             keep = at_code_step if sent.reason is Refusal.TOO_SOON else None
-            return self.refused(sent, sensitive=True, session=keep)
-        return self.code_step(sent, at_code_step, sensitive=True)
+            return self.refused(sent, sensitive=sensitive, session=keep)
+        return self.code_step(sent, at_code_step, sensitive=sensitive)
 
     def failure_warning(self, failures: Failures | None) -> tuple[str, ...]:
         """Before the last attempt that would pause binding: that it would, and for how long."""
@@ -490,6 +492,7 @@ class BindingFlow(Turn):
                 ticket=problem.face_check.ticket,
                 face_url=problem.face_check.url,
                 face_since=self.now,
+                locale=self.locale,
             ),
         )
         followups = self.conv.followups
@@ -531,7 +534,10 @@ class BindingFlow(Turn):
                 return None
             return self.in_flow(self.platform_problem(problem))
         if state is FaceCheckState.PASSED and match is not None:
-            return await self.send_code(match, pending.name, pending.id_number.get_secret_value())
+            # Answering "done?" or nothing (the background poll): no message with personal data.
+            return await self.send_code(
+                match, pending.name, pending.id_number.get_secret_value(), sensitive=False
+            )
         if state is FaceCheckState.FAILED:
             failures = await self.otp.record_failure(self.user)
             if failures.locked_until is not None:

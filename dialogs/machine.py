@@ -190,7 +190,7 @@ class Conversation:
         pending = state.session.pending
         if state.session.state is not State.BIND_FACE or pending is None or pending.ticket != ticket:
             return Outcome(replies=(), session=state.session)  # the user's own message came first
-        turn = _Turn(self, state, Inbound(user=user, text=""))
+        turn = _Turn(self, state, Inbound(user=user, text="", locale=pending.locale))
         answer = await turn.face_answer(pending, quiet=True, over=over)
         return answer if answer is not None else Outcome(replies=(), session=state.session)
 

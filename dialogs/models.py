@@ -110,6 +110,8 @@ class PendingBind(_Frozen):
     face_url: str | None = None
     face_since: datetime | None = None
     """When the face check was asked for: the bind waits ``verification_wait_seconds`` from then."""
+    locale: str | None = None
+    """The language the bind was answered in, for what the background poll says unprompted."""
 
 
 class Session(_Frozen):

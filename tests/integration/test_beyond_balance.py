@@ -29,7 +29,7 @@ async def basic(make_harness: HarnessFactory) -> Harness:
 
 async def test_hospitals_by_place_and_pharmacies_by_free_text(national: Harness) -> None:
     found = await national.say("/hospitals 东城")
-    assert "Designated institutions for \"东城\"" in found
+    assert 'Designated institutions for "东城"' in found
     assert "北京市第九示范医院" in found  # a place the sandbox people's history names
     assert "cross-region settlement ✓" in found
     zh = await national.say("附近的定点药店", locale="zh")
