@@ -65,10 +65,7 @@ def parse_amount(text: str, *, maximum: Decimal) -> Decimal | AmountProblem:
 
 
 def format_percent(share: Decimal) -> str:
-    """A share (0.1) as a percentage without trailing zeros (``10``, ``2``, ``12.5``)."""
-    value = (share * 100).normalize()
-    return (
-        f"{value:f}"
-        if value == value.to_integral_value() or value.as_tuple().exponent >= -2
-        else f"{value:.2f}"
-    )
+    """A share (0.1) as a percentage without trailing zeros (``10``, ``2``, ``12.5``), at most
+    two decimals."""
+    value = (share * 100).quantize(Decimal("0.01")).normalize()
+    return f"{value:f}"
