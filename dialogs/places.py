@@ -131,7 +131,9 @@ class PlacesFlow(Turn):
         }
         lines = [t.gettext("On the reimbursement drug list (医保药品目录):")]
         for d in found:
-            line = f"• {d.generic_name} {d.dosage_form}: {classes.get(d.drug_class, d.drug_class)}"
+            line = t.gettext("• {name} ({form}): {drug_class}").format(
+                name=d.generic_name, form=d.dosage_form, drug_class=classes.get(d.drug_class, d.drug_class)
+            )
             if d.self_pay_share is not None and d.drug_class == "B":
                 line += t.gettext(" ({share}% in your region)").format(share=format_percent(d.self_pay_share))
             if d.restriction:

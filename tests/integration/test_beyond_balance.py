@@ -52,7 +52,7 @@ async def test_a_shared_location_gives_the_nearest_with_distances(national: Harn
 
 async def test_drug_class_restriction_and_the_members_self_pay_share(national: Harness) -> None:
     unbound = await national.say("/drug 阿莫西林")
-    assert "阿莫西林 胶囊: class A" in unbound
+    assert "• 阿莫西林 (胶囊): class A" in unbound
     assert "%" not in unbound  # no member, no region: no share
     await national.bind(person("normal"))  # Beijing: 10 % for class B
     bound = await national.say("/drug 头孢克肟")
