@@ -63,14 +63,15 @@ class NeedsGuard(Exception):
 
 
 class _DryInsurance:
-    """Stands in for the insurance port during a dry run: nothing is asked but the platforms'
-    capabilities, which the port caches and which change nothing (so /help stays a dry answer)."""
+    """Stands in for the insurance port during a dry run: nothing is asked but the configured
+    platforms and their capabilities, which the port caches and which change nothing (so /help
+    stays a dry answer)."""
 
     def __init__(self, real: InsurancePort) -> None:
         self._real = real
 
     def platforms(self) -> tuple[PlatformInfo, ...]:
-        raise NeedsGuard
+        return self._real.platforms()
 
     async def offers(self, platform: PlatformName) -> Offers:
         return await self._real.offers(platform)

@@ -135,3 +135,21 @@ async def test_a_shared_location_on_a_platform_without_institutions(basic: Harne
         Inbound(user=UserKey("tg:2"), text="", locale="en", location=Location(lat=39.9, lon=116.4))
     )
     assert "does not offer this" in replies[0].text
+
+
+async def test_a_contract_1_0_platform_offers_nothing_extra() -> None:
+    """A platform that never heard of /v1/capabilities answers it 404: empty capabilities."""
+    import httpx
+    from fastapi import FastAPI
+
+    from insurance.client import HttpPlatformClient
+    from insurance.models import Capabilities
+
+    old = FastAPI()  # a platform of contract 1.0 serves none of the new routes
+    client = HttpPlatformClient(
+        "http://old.invalid", key_id="k", secret=b"s", transport=httpx.ASGITransport(app=old)
+    )
+    try:
+        assert await client.capabilities() == Capabilities()
+    finally:
+        await client.aclose()
