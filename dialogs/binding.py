@@ -1,4 +1,7 @@
-"""The /bind flow: real name, ID number, the platform, the SMS code, the binding.
+"""The /bind flow: real name, ID number, the platform, the SMS code, the binding; and, where the
+platform's capabilities ask for them, the local card number before the lookup and the platform's
+own face check after it (its link sent, the check followed in the background and whenever the user
+writes, for at most ``verification_wait_seconds``; see ``machine.Conversation.follow_face_check``).
 
 Every answer inside the flow says which step the user is at and what it waits for (``prompt``), how to
 correct the step before and how to leave. Input that is not even a candidate (a name in Latin letters,
