@@ -18,11 +18,13 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from bot import logs, metrics
+from bot.alerts.followups import BackgroundFollowups
 from bot.alerts.worker import AlertWorker
 from bot.audit.events import EventRecorder
 from bot.audit.figures import Figures, local_today
 from bot.audit.trail import AuditTrail, user_hash
 from bot.charts.drawing import MatplotlibCharts
+from bot.charts.qr import SegnoQr
 from bot.clock import SystemClock
 from bot.config import PlatformSettings, Settings, read_secret
 from bot.crypto.pii import PiiCipher, load_or_create_key, parse_key
@@ -47,7 +49,7 @@ from dialogs.machine import KNOWN_COMMANDS, Conversation, DialogSettings
 from dialogs.models import Inbound, Outcome, PlatformName, Reply, Session, UserKey, UserState
 from dialogs.ports import Clock, Outlet, PlatformInfo
 from insurance.client import ClientPolicy, HttpPlatformClient
-from insurance.sandbox import SandboxPlatform
+from insurance.sandbox import SandboxPlatform, SandboxProfile
 from platforms.telegram.core import TelegramCore
 from platforms.tencent.callback import CallbackGuard
 from platforms.tencent.crypto import MessageCrypto
@@ -90,6 +92,8 @@ class Runtime:
     subject: SubjectData | None = None
     topology: Topology = field(default_factory=Topology)
     """Single, Sentinel or Cluster, and what protected writes wait for (``bot.storage.connect``)."""
+    followups: BackgroundFollowups = field(default_factory=lambda: BackgroundFollowups(limit_seconds=600))
+    """The conversation's background work (face checks); its ``outlets`` are filled by the runner."""
     _closed: bool = field(default=False, repr=False)
     _outbox_seen: set[str] = field(default_factory=lambda: {"tg"}, repr=False)
 
@@ -311,6 +315,7 @@ class Runtime:
         self._closed = True
         if self.figures is not None:
             await self.figures.aclose()
+        await self.followups.aclose()
         for client in self.clients.values():
             await client.aclose()
         await self.redis.aclose()
@@ -392,7 +397,9 @@ def build_platforms(
             # The server (FastAPI) only for a sandbox: a deployment of http platforms need not load it.
             from insurance.server import create_app
 
-            sandbox = SandboxPlatform.from_file(p.sandbox_data, clock=clock.now)
+            sandbox = SandboxPlatform.from_file(
+                p.sandbox_data, clock=clock.now, profile=SandboxProfile(p.sandbox_profile)
+            )
             key = secrets.token_bytes(32)
             app = create_app(sandbox, keys={"in-process": key}, clock=clock.now, admin=False)
             client = HttpPlatformClient(
@@ -499,6 +506,8 @@ async def build_runtime(
     insurance, clients, sandboxes = build_platforms(settings, clock, call_seen)
     audit = AuditTrail(redis, keys=keys, cipher=cipher, keep=settings.audit.keep, file=settings.audit.file)
     subject = SubjectData(redis, keys=keys, codec=store.codec, cipher=cipher, tz=tz)
+    wait = settings.insurance.verification_wait_seconds
+    followups = BackgroundFollowups(limit_seconds=wait + 60)
     conversation = Conversation(
         store=store,
         insurance=insurance,
@@ -512,10 +521,13 @@ async def build_runtime(
             session_idle_minutes=settings.redis.session_idle_seconds // 60,
             code_ttl_minutes=o.code_ttl_seconds // 60,
             balance_cache_seconds=settings.insurance.balance_cache_seconds,
+            verification_wait_seconds=wait,
         ),
         charts=MatplotlibCharts(),
         events=EventRecorder(figures=figures, audit=audit),
         inventory=subject,
+        qr=SegnoQr(),
+        followups=followups,
     )
     return Runtime(
         settings,
@@ -533,4 +545,5 @@ async def build_runtime(
         audit=audit,
         subject=subject,
         topology=topology,
+        followups=followups,
     )

@@ -201,6 +201,10 @@ class PlatformSettings(_Section):
     secret_file: Path | None = None
     sandbox_data: Path | None = None
     """``sandbox``: a data file; empty means the one shipped with Yibao."""
+    sandbox_profile: Literal["national", "local_card", "face_check", "basic"] = "national"
+    """``sandbox``: which platform it plays: ``national`` (everything, a certified e-voucher issuer),
+    ``local_card`` (the bind needs the local card number), ``face_check`` (the bind goes through
+    the platform's face check), ``basic`` (contract 1.0: the balance only)."""
     timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
     deadline_seconds: Annotated[float, Field(gt=0, le=120)] = 8.0
     """The longest a user waits for this platform, retries included."""
@@ -229,6 +233,8 @@ class InsuranceSettings(_Section):
     )
     balance_cache_seconds: Annotated[int, Field(ge=0, le=3600)] = 60
     """How long a fetched balance answers repeated /balance without asking the platform (0: never)."""
+    verification_wait_seconds: Annotated[int, Field(ge=10, le=3600)] = 300
+    """How long a bind waits for a platform's face check to pass, polling it with backoff."""
 
     @field_validator("platforms")
     @classmethod

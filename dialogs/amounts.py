@@ -62,3 +62,10 @@ def parse_amount(text: str, *, maximum: Decimal) -> Decimal | AmountProblem:
     if value > maximum:
         return AmountProblem.TOO_LARGE
     return value.quantize(Decimal("0.01"))
+
+
+def format_percent(share: Decimal) -> str:
+    """A share (0.1) as a percentage without trailing zeros (``10``, ``2``, ``12.5``), at most
+    two decimals."""
+    value = (share * 100).quantize(Decimal("0.01")).normalize()
+    return f"{value:f}"

@@ -1,4 +1,7 @@
-"""The /bind flow: real name, ID number, the platform, the SMS code, the binding.
+"""The /bind flow: real name, ID number, the platform, the SMS code, the binding; and, where the
+platform's capabilities ask for them, the local card number before the lookup and the platform's
+own face check after it (its link sent, the check followed in the background and whenever the user
+writes, for at most ``verification_wait_seconds``; see ``machine.Conversation.follow_face_check``).
 
 Every answer inside the flow says which step the user is at and what it waits for (``prompt``), how to
 correct the step before and how to leave. Input that is not even a candidate (a name in Latin letters,
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from functools import partial
 
 from pydantic import SecretStr
 
@@ -42,10 +46,12 @@ from dialogs.ports import (
     CodeCheck,
     CodeRefused,
     CodeSent,
+    FaceCheckState,
     Failures,
     IdLookup,
     IdPaused,
     InsuranceProblem,
+    MemberMatch,
     PlatformInfo,
     ProblemCode,
     Refusal,
@@ -58,6 +64,11 @@ CODE_DIGITS = 6
 _CODE_SPACING = re.compile(r"[\s\-]")
 _COUNTED = frozenset({ProblemCode.MEMBER_NOT_FOUND, ProblemCode.IDENTITY_MISMATCH})
 """The platform's answers that count as failed bind attempts (and may pause binding)."""
+_CARD_NUMBER = re.compile(r"[A-Z0-9]{6,20}")
+"""A local social-security card number (社保卡号): 6 to 20 letters and digits (the contract's shape)."""
+FACE_POLL_FIRST_SECONDS = 2.0
+FACE_POLL_MAX_SECONDS = 15.0
+"""The background poll of a face check: 2 s, doubling, at most 15 s apart, until the wait is over."""
 
 
 class BindingFlow(Turn):
@@ -68,6 +79,10 @@ class BindingFlow(Turn):
         return 4 if len(self.insurance.platforms()) > 1 else 3
 
     def step_of(self, state: State) -> str:
+        if state is State.BIND_CARD:
+            return self.t.gettext("Extra step (your platform asks for it)")
+        if state is State.BIND_FACE:
+            return self.t.gettext("Extra step: the face check")
         total = self.total_steps()
         number = {State.BIND_NAME: 1, State.BIND_ID: 2, State.BIND_PLATFORM: 3}.get(state, total)
         return self.t.gettext("Step {n} of {total}").format(n=number, total=total)
@@ -103,6 +118,20 @@ class BindingFlow(Turn):
                     "/cancel stops binding."
                 ).format(step=step, digits=CODE_DIGITS, phone=phone or "…")
                 return Reply(text=text, buttons=(self.resend_button(),))
+            case State.BIND_CARD:
+                text = t.gettext(
+                    "{step}: your local social-security card number (社保卡号), 6 to 20 letters and digits, "
+                    "as printed on your card. /cancel stops binding."
+                )
+            case State.BIND_FACE:
+                url = session.pending.face_url if session.pending else None
+                text = t.gettext(
+                    "{step}: please complete the face check of the insurance platform at {url} . I'll "
+                    "continue as soon as it passes (I check for {minutes} minutes); send any message to "
+                    "check now. /cancel stops binding."
+                ).format(step=step, url=url or "…", minutes=max(1, self.cfg.verification_wait_seconds // 60))
+                done = Button(label=t.gettext("I've done the face check"), payload="/facecheck")
+                return Reply(text=text, buttons=(done,))
             case _:
                 text = t.gettext("{step}: send what I asked for, or /cancel to stop.")
         return Reply(text=text.format(step=step))
@@ -314,7 +343,15 @@ class BindingFlow(Turn):
 
     # -- the lookup ----------------------------------------------------------------------------
 
-    async def look_up(self, name: SecretStr, id_number: str, platform: PlatformName) -> Outcome:
+    async def look_up(
+        self, name: SecretStr, id_number: str, platform: PlatformName, card_number: SecretStr | None = None
+    ) -> Outcome:
+        if card_number is None and (await self.insurance.offers(platform)).card_number:
+            session = Session(
+                state=State.BIND_CARD,
+                pending=PendingBind(name=name, id_number=SecretStr(id_number), platform=platform),
+            )
+            return self.in_flow(session=session, sensitive=True)
         lookup = await self.otp.start_lookup(SecretStr(id_number))
         if isinstance(lookup, IdPaused) and lookup.running:
             busy = self.out(
@@ -328,15 +365,29 @@ class BindingFlow(Turn):
         if isinstance(lookup, IdPaused):
             return self.failed(self.id_paused(lookup.until), "id_paused", insurer=platform)
         try:
-            match = await self.insurance.find_member(platform, name.get_secret_value(), id_number)
+            match = await self.insurance.find_member(
+                platform,
+                name.get_secret_value(),
+                id_number,
+                card_number=card_number.get_secret_value() if card_number else None,
+            )
         except InsuranceProblem as problem:
-            outcome = await self.lookup_failed(problem, name, lookup)
+            if problem.code is ProblemCode.VERIFICATION_REQUIRED and problem.face_check is not None:
+                await self.otp.end_lookup(lookup)  # found: the face check decides, not a failure
+                return self.face_step(name, id_number, platform, card_number, problem)
+            outcome = await self.lookup_failed(problem, name, lookup, card=card_number is not None)
             locked = outcome.session == Session() and problem.code in _COUNTED
             return self.failed(outcome, problem.code.value, insurer=platform, locked=locked)
         except BaseException:  # not the member's fault: the lookup does not count against the ID number
             await self.otp.end_lookup(lookup)
             raise
         await self.otp.end_lookup(lookup)
+        return await self.send_code(match, name, id_number)
+
+    async def send_code(
+        self, match: MemberMatch, name: SecretStr, id_number: str, *, sensitive: bool = True
+    ) -> Outcome:
+        """The member is found (and checked): the SMS code goes to the phone on file."""
         sent = await self.otp.send(self.user, match.phone, self.locale)
         at_code_step = Session(
             state=State.BIND_CODE,
@@ -352,10 +403,10 @@ class BindingFlow(Turn):
         if isinstance(sent, CodeRefused):
             # A code went to this phone moments ago: wait at the code step, where /resend works.
             keep = at_code_step if sent.reason is Refusal.TOO_SOON else None
-            refused = self.refused(sent, sensitive=True, session=keep)
-            return self.failed(refused, f"code_{sent.reason.value}", insurer=platform)
-        sent_step = self.code_step(sent, at_code_step, sensitive=True)
-        return self.noted(sent_step, Event(kind=EventKind.CODE_SENT, insurer=platform))
+            refused = self.refused(sent, sensitive=sensitive, session=keep)
+            return self.failed(refused, f"code_{sent.reason.value}", insurer=match.platform)
+        sent_step = self.code_step(sent, at_code_step, sensitive=sensitive)
+        return self.noted(sent_step, Event(kind=EventKind.CODE_SENT, insurer=match.platform))
 
     def failure_warning(self, failures: Failures | None) -> tuple[str, ...]:
         """Before the last attempt that would pause binding: that it would, and for how long."""
@@ -380,7 +431,9 @@ class BindingFlow(Turn):
             ).format(minutes=minutes),
         )
 
-    async def lookup_failed(self, problem: InsuranceProblem, name: SecretStr, lookup: IdLookup) -> Outcome:
+    async def lookup_failed(
+        self, problem: InsuranceProblem, name: SecretStr, lookup: IdLookup, *, card: bool = False
+    ) -> Outcome:
         t = self.t
         failures = None
         if problem.code in (ProblemCode.MEMBER_NOT_FOUND, ProblemCode.IDENTITY_MISMATCH):
@@ -403,12 +456,121 @@ class BindingFlow(Turn):
             )
         if problem.code is ProblemCode.IDENTITY_MISMATCH:
             return self.in_flow(
-                t.gettext("The name does not match that ID number on the insurance platform."),
+                t.gettext("The name, ID number and card number do not match on the insurance platform.")
+                if card
+                else t.gettext("The name does not match that ID number on the insurance platform."),
                 *self.failure_warning(failures),
                 session=Session(state=State.BIND_NAME),
                 sensitive=True,
             )
         return self.out(self.platform_problem(problem), sensitive=True)
+
+    # -- extra steps: the local card number, the face check ------------------------------------
+
+    async def on_card(self) -> Outcome:
+        pending = self.session.pending
+        if pending is None or pending.name is None or pending.id_number is None or pending.platform is None:
+            return await self.cmd_bind()
+        card = "".join(self.text.split()).upper()
+        if not _CARD_NUMBER.fullmatch(card):
+            return self.in_flow(
+                self.t.gettext(
+                    "A card number is 6 to 20 letters and digits (no other signs). Nothing was checked, so "
+                    "this cost no attempt."
+                ),
+                sensitive=any(ch.isdigit() for ch in card),
+            )
+        return await self.look_up(
+            pending.name, pending.id_number.get_secret_value(), pending.platform, SecretStr(card)
+        )
+
+    def face_step(
+        self,
+        name: SecretStr,
+        id_number: str,
+        platform: PlatformName,
+        card_number: SecretStr | None,
+        problem: InsuranceProblem,
+    ) -> Outcome:
+        """The platform asks for its face check: send the link, wait at the face step, and follow
+        the ticket in the background (the user may also just write again)."""
+        assert problem.face_check is not None
+        session = Session(
+            state=State.BIND_FACE,
+            pending=PendingBind(
+                name=name,
+                id_number=SecretStr(id_number),
+                platform=platform,
+                card_number=card_number,
+                ticket=problem.face_check.ticket,
+                face_url=problem.face_check.url,
+                face_since=self.now,
+                locale=self.locale,
+            ),
+        )
+        followups = self.conv.followups
+        if followups is not None:  # a step run again (a guard conflict) starts no second one
+            ticket = problem.face_check.ticket
+            followups.start(
+                self.user, f"face|{ticket}", partial(self.conv.follow_face_check, self.user, ticket)
+            )
+        return self.in_flow(session=session, sensitive=True)
+
+    async def on_face(self) -> Outcome:
+        """At the face step, any message (or the button) asks the platform where the check stands."""
+        pending = self.session.pending
+        if (
+            pending is None
+            or pending.name is None
+            or pending.id_number is None
+            or pending.platform is None
+            or pending.ticket is None
+        ):
+            return await self.cmd_bind()
+        return await self.face_answer(pending, quiet=False) or self.in_flow(
+            self.t.gettext("The face check has not passed yet.")
+        )
+
+    async def face_answer(self, pending: PendingBind, *, quiet: bool, over: bool = False) -> Outcome | None:
+        """Where the face check stands, as an answer: the code step once it passed, the end of the
+        bind once it failed, expired or the wait is over. Still pending: None (``quiet``: the
+        background poll, which then says nothing)."""
+        assert pending.platform is not None
+        assert pending.ticket is not None
+        assert pending.name is not None
+        assert pending.id_number is not None
+        t = self.t
+        try:
+            state, match = await self.insurance.face_check(pending.platform, pending.ticket)
+        except InsuranceProblem as problem:
+            if quiet:
+                return None
+            return self.in_flow(self.platform_problem(problem))
+        if state is FaceCheckState.PASSED and match is not None:
+            # Answering "done?" or nothing (the background poll): no message with personal data.
+            return await self.send_code(
+                match, pending.name, pending.id_number.get_secret_value(), sensitive=False
+            )
+        if state is FaceCheckState.FAILED:
+            failures = await self.otp.record_failure(self.user)
+            if failures.locked_until is not None:
+                return self.locked_out(failures.locked_until)
+            return self.out(
+                t.gettext(
+                    "The insurance platform's face check did not pass, so I can't bind this account. "
+                    "Send /bind to try again, or call {hotline}."
+                ).format(hotline=self.cfg.hotline),
+                *self.failure_warning(failures),
+            )
+        waited = (self.now - (pending.face_since or self.now)).total_seconds()
+        if state is FaceCheckState.EXPIRED or over or waited >= self.cfg.verification_wait_seconds:
+            return self.out(
+                t.gettext(
+                    "The face check was not completed in time, so binding stopped. Send /bind to start "
+                    "again when you are ready."
+                )
+            )
+        return None
 
     # -- step 3 (or 4): the code ---------------------------------------------------------------
 

@@ -23,6 +23,13 @@ class Intent(StrEnum):
     BIND = "bind"
     HELP = "help"
     GREETING = "greeting"
+    INSTITUTIONS = "institutions"
+    """Designated hospitals or pharmacies; ``arg`` is ``hospital``, ``pharmacy`` or empty (both)."""
+    DRUG = "drug"
+    """Whether a drug is on the list; ``arg`` is its name."""
+    VOUCHER = "voucher"
+    CONTRIBUTIONS = "contributions"
+    FAMILY = "family"
     AMOUNT = "amount"
     """A bare sum of money ("100元", "¥88.5"): perhaps an alert amount, never set unasked."""
     UNKNOWN = "unknown"
@@ -84,6 +91,18 @@ _POOLED = re.compile(r"统筹|pooled", re.I)
 _PERSONAL = re.compile(r"个人账户|personal", re.I)
 _HISTORY = re.compile(r"交易记录|消费记录|明细|流水|最近的?(?:交易|消费)|\bhistory\b|\btransactions?\b", re.I)
 _CHART = re.compile(r"图表|趋势|走势|\bchart\b|\bgraph\b|\btrend\b", re.I)
+_CREDIT = re.compile(
+    r"划入|划拨|入账|到账|缴费(?:记录|基数|情况)?|社保交了|contributions?\b|credit(?:ed)?\b", re.I
+)
+_PHARMACY = re.compile(r"药店|药房|pharmac", re.I)
+_INSTITUTION = re.compile(r"定点|附近的?(?:医院|药店|药房)|医院|hospital|clinic|pharmac", re.I)
+_VOUCHER = re.compile(r"电子凭证|医保码|电子医保卡|付款码|e-?voucher|\bvoucher\b|insurance (?:qr|code)", re.I)
+_FAMILY = re.compile(r"家庭共济|共济|家人|家属|family", re.I)
+_DRUG = re.compile(
+    r"^(?P<name>[\u4e00-\u9fffA-Za-z0-9·]{2,20}?)(?:能|可以|可不可以|能不能)?(?:报销|走医保|用医保)(?:吗|么|嘛)?[?？。]?$"
+    r"|^(?:is|can)\s+(?P<en>[A-Za-z ]{3,30}?)\s+(?:covered|reimbursed)\??$",
+    re.I,
+)
 _BIND = re.compile(r"^(?:绑定|绑定医保|我要绑定|bind|link)(?:账户|账号| my account| account)?$", re.I)
 _HELP = re.compile(r"^(?:帮助|怎么用|help|\?|？|菜单|menu)$", re.I)
 _GREETING = re.compile(r"^(?:你好|您好|嗨|哈喽|hi|hello|hey|在吗)[!！。.~ ]*$", re.I)
@@ -110,6 +129,24 @@ def understand(text: str) -> Understood:
     bare = _BARE_AMOUNT.match(text)
     if bare:
         return Understood(Intent.AMOUNT, bare["amt"])
+    if _CREDIT.search(text):
+        return Understood(Intent.CONTRIBUTIONS)
+    drug = _DRUG.match(text)
+    if drug and not _INSTITUTION.search(text):
+        return Understood(Intent.DRUG, (drug["name"] or drug["en"] or "").strip())
+    if _VOUCHER.search(text):
+        return Understood(Intent.VOUCHER)
+    if _FAMILY.search(text):
+        return Understood(Intent.FAMILY)
+    if _INSTITUTION.search(text):
+        kind = (
+            "pharmacy"
+            if _PHARMACY.search(text)
+            else "hospital"
+            if re.search(r"医院|hospital|clinic", text, re.I)
+            else ""
+        )
+        return Understood(Intent.INSTITUTIONS, kind)
     if _SPENT.search(text):
         period = next((p for p, pattern in _PERIODS if pattern.search(text)), Period.THIS_MONTH)
         fund = Fund.POOLED if _POOLED.search(text) else Fund.PERSONAL if _PERSONAL.search(text) else Fund.ALL

@@ -7,6 +7,7 @@ before the next message from the same user is looked at. ``dialogs/states.mmd`` 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -14,10 +15,11 @@ from functools import partial
 
 from dialogs.account import AccountFlow
 from dialogs.alerts import AlertFlow
-from dialogs.binding import BindingFlow
+from dialogs.binding import FACE_POLL_FIRST_SECONDS, FACE_POLL_MAX_SECONDS, BindingFlow
 from dialogs.i18n import Catalogs, normalize_locale
 from dialogs.intents import Command, Intent, normalize, parse_command, understand
 from dialogs.masking import mask_id_number
+from dialogs.member_info import MemberInfoFlow
 from dialogs.models import (
     Button,
     Event,
@@ -27,16 +29,23 @@ from dialogs.models import (
     Reply,
     Session,
     State,
+    UserKey,
     UserState,
 )
+from dialogs.places import PlacesFlow
 from dialogs.ports import (
     ChartPort,
     Clock,
     DataInventory,
     EventSink,
+    FaceCheckState,
+    Followups,
     HeldItem,
     InsurancePort,
+    InsuranceProblem,
+    Offer,
     OtpPort,
+    QrPort,
     StoreUnavailable,
     UserStore,
 )
@@ -47,7 +56,7 @@ __all__ = ["Conversation", "DialogSettings"]
 log = logging.getLogger(__name__)
 
 _ANYTIME = frozenset({"cancel", "help", "start", "lang", "bind", "mydata"})
-_FLOW_COMMANDS = {State.BIND_CODE: "resend", State.BIND_PLATFORM: "platform"}
+_FLOW_COMMANDS = {State.BIND_CODE: "resend", State.BIND_PLATFORM: "platform", State.BIND_FACE: "facecheck"}
 _YES = frozenset({"yes", "y", "ok", "confirm", "确认", "确定", "是", "是的", "好", "好的", "对"})
 _LOOKS_LIKE_ID = re.compile(r"\d{17}[\dXx]")
 _COMMANDS = frozenset(
@@ -65,6 +74,13 @@ _COMMANDS = frozenset(
         "cancel",
         "lang",
         "mydata",
+        "hospitals",
+        "pharmacies",
+        "drug",
+        "voucher",
+        "contributions",
+        "family",
+        "facecheck",
     }
 )
 
@@ -89,11 +105,15 @@ class Conversation:
         charts: ChartPort | None = None,
         events: EventSink | None = None,
         inventory: DataInventory | None = None,
+        qr: QrPort | None = None,
+        followups: Followups | None = None,
     ) -> None:
         self.store = store
         self.events = events
         self.inventory = inventory
         self.charts = charts
+        self.qr = qr
+        self.followups = followups
         self.insurance = insurance
         self.otp = otp
         self.clock = clock
@@ -153,11 +173,55 @@ class Conversation:
             return None
         return outcome if outcome.changes_nothing(state) else None
 
+    async def follow_face_check(self, user: UserKey, ticket: str) -> tuple[Reply, ...]:
+        """The background half of the face step: ask the platform where the check stands, 2 s
+        after the link went out, then at doubling intervals up to 15 s, without the user's guard
+        (so the user, and everyone else, is answered meanwhile); once it is decided, or the wait
+        (``verification_wait_seconds``) is over, continue the bind under the guard, as the user's
+        next message would have. Nothing when the user moved on first (wrote again, cancelled)."""
+        wait = self.settings.verification_wait_seconds
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        delay = FACE_POLL_FIRST_SECONDS
+        while True:
+            await asyncio.sleep(max(0.0, min(delay, deadline - loop.time())))
+            delay = min(delay * 2, FACE_POLL_MAX_SECONDS)
+            state = await self.store.peek(user)
+            pending = state.session.pending
+            if state.session.state is not State.BIND_FACE or pending is None or pending.ticket != ticket:
+                return ()
+            assert pending.platform is not None
+            started = pending.face_since or self.clock.now()
+            over = loop.time() >= deadline or (self.clock.now() - started).total_seconds() >= wait
+            if not over:
+                try:
+                    decided, _ = await self.insurance.face_check(pending.platform, ticket)
+                except InsuranceProblem:
+                    continue  # the platform is busy or down: ask again later, within the wait
+                if decided is FaceCheckState.PENDING:
+                    continue
+            outcome = await self.store.update(
+                user, partial(self._resume_face, user=user, ticket=ticket, over=over)
+            )
+            return outcome.replies
 
-class _Turn(BindingFlow, AccountFlow, AlertFlow):
+    async def _resume_face(self, state: UserState, *, user: UserKey, ticket: str, over: bool) -> Outcome:
+        pending = state.session.pending
+        if state.session.state is not State.BIND_FACE or pending is None or pending.ticket != ticket:
+            return Outcome(replies=(), session=state.session)  # the user's own message came first
+        turn = _Turn(self, state, Inbound(user=user, text="", locale=pending.locale))
+        answer = await turn.face_answer(pending, quiet=True, over=over)
+        return answer if answer is not None else Outcome(replies=(), session=state.session)
+
+
+class _Turn(BindingFlow, AccountFlow, AlertFlow, PlacesFlow, MemberInfoFlow):
     """One message being answered: the dispatch, and the commands that belong to no one flow."""
 
     async def run(self) -> Outcome:
+        if self.location is not None:
+            if self.session.state in BIND_STATES:  # not an answer to the step: restate it
+                return self.in_flow()
+            return await self.on_location(self.location.lat, self.location.lon)
         cmd = parse_command(self.text)
         if cmd is not None:
             return await self.command(cmd)
@@ -170,6 +234,10 @@ class _Turn(BindingFlow, AccountFlow, AlertFlow):
                 return await self.on_platform(self.text)
             case State.BIND_CODE:
                 return await self.on_code()
+            case State.BIND_CARD:
+                return await self.on_card()
+            case State.BIND_FACE:
+                return await self.on_face()
             case State.UNBIND_CONFIRM:
                 return self.on_unbind_answer()
             case State.ALERT_AMOUNT if any(ch.isdigit() for ch in self.text):
@@ -205,6 +273,13 @@ class _Turn(BindingFlow, AccountFlow, AlertFlow):
             "cancel": self.cmd_cancel,
             "lang": self.cmd_lang,
             "mydata": self.cmd_mydata,
+            "hospitals": self.cmd_hospitals,
+            "pharmacies": self.cmd_pharmacies,
+            "drug": self.cmd_drug,
+            "voucher": self.cmd_voucher,
+            "contributions": self.cmd_contributions,
+            "family": self.cmd_family,
+            "facecheck": self.cmd_facecheck,
         }
         handler = handlers.get(cmd.name)
         if handler is None:
@@ -214,6 +289,38 @@ class _Turn(BindingFlow, AccountFlow, AlertFlow):
                 )
             )
         return await handler(cmd.arg)
+
+    async def cmd_facecheck(self, _arg: str = "") -> Outcome:
+        if self.session.state is not State.BIND_FACE:
+            return self.out(
+                self.bound_note()
+                or self.t.gettext("There is no face check waiting. Send /bind to start binding.")
+            )
+        return await self.on_face()
+
+    async def offered(self) -> frozenset[Offer]:
+        """What the user's platform offers beyond the balance (unbound: what any platform offers)."""
+        binding = self.profile.binding
+        if binding is not None:
+            return (await self.insurance.offers(binding.platform)).features
+        found: frozenset[Offer] = frozenset()
+        for info in self.insurance.platforms():
+            found |= (await self.insurance.offers(info.name)).features
+        return found
+
+    def offer_lines(self, offered: frozenset[Offer]) -> tuple[str, ...]:
+        t = self.t
+        lines = {
+            Offer.INSTITUTIONS: t.gettext(
+                "/hospitals [place or name] · /pharmacies [place] — designated institutions (or share "
+                "your location for the nearest)"
+            ),
+            Offer.DRUGS: t.gettext("/drug 阿莫西林 — is a drug on the reimbursement list, and how"),
+            Offer.VOUCHER: t.gettext("/voucher — your medical-insurance e-voucher"),
+            Offer.CONTRIBUTIONS: t.gettext("/contributions — this month's credit into your account, and why"),
+            Offer.FAMILY: t.gettext("/family — who may use your personal account, and what they spent"),
+        }
+        return tuple(text for offer, text in lines.items() if offer in offered)
 
     def can_alert(self) -> bool:
         """Alerts are offered unless the bound member is known to have no personal account."""
@@ -293,6 +400,9 @@ class _Turn(BindingFlow, AccountFlow, AlertFlow):
                 "/cancel — leave the current step\n"
                 'You can also just ask: "how much is left?", "how much did the pooled fund pay this year?".'
             )
+        extra = self.offer_lines(await self.offered())
+        if extra:
+            text += "\n" + self.t.gettext("Your insurance platform also offers:") + "\n" + "\n".join(extra)
         return self.with_flow(Reply(text=text))
 
     async def free_text(self) -> Outcome:
@@ -324,6 +434,16 @@ class _Turn(BindingFlow, AccountFlow, AlertFlow):
                 return await self.cmd_bind()
             case Intent.HELP:
                 return await self.cmd_help()
+            case Intent.INSTITUTIONS:
+                return await self.institutions(understood.arg or None, "")
+            case Intent.DRUG:
+                return await self.cmd_drug(understood.arg)
+            case Intent.VOUCHER:
+                return await self.cmd_voucher()
+            case Intent.CONTRIBUTIONS:
+                return await self.cmd_contributions()
+            case Intent.FAMILY:
+                return await self.cmd_family()
             case Intent.GREETING:
                 return await self.cmd_start()
         return self.out(

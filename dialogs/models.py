@@ -28,11 +28,21 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class Location(_Frozen):
+    """A place a user shared (WGS 84 degrees)."""
+
+    lat: float
+    lon: float
+
+
 class Inbound(_Frozen):
     """One thing a user said: a message or a pressed button (whose payload is plain text)."""
 
     user: UserKey
     text: str
+    location: Location | None = None
+    """A shared location (Telegram's, WeChat's location message): the nearest designated
+    institutions are its answer, whatever ``text`` (usually empty) says."""
     locale: str | None = None
     """The chat platform's language code for the user (``zh-hans``, ``en-US``), if it has one."""
     directory_name: SecretStr | None = None
@@ -77,6 +87,8 @@ class State(StrEnum):
     BIND_NAME = "bind_name"
     BIND_ID = "bind_id"
     BIND_PLATFORM = "bind_platform"
+    BIND_CARD = "bind_card"
+    BIND_FACE = "bind_face"
     BIND_CODE = "bind_code"
     ALERT_AMOUNT = "alert_amount"
     UNBIND_CONFIRM = "unbind_confirm"
@@ -91,6 +103,15 @@ class PendingBind(_Frozen):
     platform: PlatformName | None = None
     phone: SecretStr | None = None
     masked_phone: str | None = None
+    card_number: SecretStr | None = None
+    """The local social-security card number, for a platform whose bind needs it."""
+    ticket: str | None = None
+    """The platform's face-check ticket, while the bind waits for it."""
+    face_url: str | None = None
+    face_since: datetime | None = None
+    """When the face check was asked for: the bind waits ``verification_wait_seconds`` from then."""
+    locale: str | None = None
+    """The language the bind was answered in, for what the background poll says unprompted."""
 
 
 class Session(_Frozen):

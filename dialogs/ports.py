@@ -71,18 +71,119 @@ class ProblemCode(StrEnum):
     UNAVAILABLE = "unavailable"
     PLATFORM_GONE = "platform_gone"
     """The binding names an insurance platform that is no longer configured: only a new bind helps."""
+    VERIFICATION_REQUIRED = "verification_required"
+    """``find_member``: the platform's face check comes first (``InsuranceProblem.face_check``)."""
+    NOT_SUPPORTED = "not_supported"
+    """The platform does not serve this."""
+    INVALID_INPUT = "invalid_input"
+    """The platform refused the request as asked (a card number it needs, say, was missing)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FaceCheck:
+    """Where the person does the platform's own face check, and the ticket that follows it."""
+
+    url: str
+    ticket: str
 
 
 class InsuranceProblem(Exception):
     """The insurance platform could not give what was asked, for a reason the user must hear."""
 
     def __init__(
-        self, code: ProblemCode, *, until: datetime | None = None, retry_after: float | None = None
+        self,
+        code: ProblemCode,
+        *,
+        until: datetime | None = None,
+        retry_after: float | None = None,
+        face_check: FaceCheck | None = None,
     ) -> None:
         super().__init__(code.value)
         self.code = code
         self.until = until
         self.retry_after = retry_after
+        self.face_check = face_check
+
+
+class Offer(StrEnum):
+    """What a platform may serve beyond the balance (its capabilities, in the core's words)."""
+
+    INSTITUTIONS = "institutions"
+    DRUGS = "drugs"
+    VOUCHER = "voucher"
+    CONTRIBUTIONS = "contributions"
+    FAMILY = "family"
+
+
+@dataclass(frozen=True, slots=True)
+class Offers:
+    """A platform's capabilities. The default is a platform that serves nothing extra."""
+
+    features: frozenset[Offer] = frozenset()
+    card_number: bool = False
+    """The bind needs the local social-security card number."""
+    face_check: bool = False
+    """The bind may go through the platform's face check."""
+    voucher_qr: bool = False
+    credit_alerts: bool = False
+    family_alerts: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class InstitutionView:
+    name: str
+    kind: str
+    """``hospital`` or ``pharmacy``."""
+    level: str | None
+    address: str
+    phone: str
+    cross_region: bool
+    distance_m: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DrugView:
+    generic_name: str
+    dosage_form: str
+    drug_class: str
+    """``A`` (甲), ``B`` (乙) or ``C`` (丙)."""
+    restriction: str | None
+    self_pay_share: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VoucherView:
+    deep_link: str
+    qr_payload: str | None = None
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ContributionView:
+    month: str
+    """``YYYY-MM``."""
+    paid: bool
+    employer: str | None
+    base: Decimal | None
+    rate: Decimal | None
+    credit: Decimal
+    credited_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RelativeView:
+    masked_name: str
+    relation: str
+    """``spouse``, ``child``, ``parent`` or ``other``."""
+    since: date
+    spent_this_year: Decimal
+
+
+class FaceCheckState(StrEnum):
+    PENDING = "pending"
+    PASSED = "passed"
+    FAILED = "failed"
+    EXPIRED = "expired"
 
 
 class InsurancePort(Protocol):
@@ -90,7 +191,45 @@ class InsurancePort(Protocol):
 
     def platforms(self) -> tuple[PlatformInfo, ...]: ...
 
-    async def find_member(self, platform: PlatformName, name: str, id_number: str) -> MemberMatch: ...
+    async def find_member(
+        self, platform: PlatformName, name: str, id_number: str, *, card_number: str | None = None
+    ) -> MemberMatch:
+        """Raises ``verification_required`` with ``face_check`` where the platform checks faces."""
+        ...
+
+    async def offers(self, platform: PlatformName) -> Offers:
+        """What the platform serves beyond the balance; never raises (unknown: nothing extra)."""
+        ...
+
+    async def face_check(
+        self, platform: PlatformName, ticket: str
+    ) -> tuple[FaceCheckState, MemberMatch | None]:
+        """Where a face check stands; with ``passed``, the member it found."""
+        ...
+
+    async def institutions(
+        self,
+        platform: PlatformName,
+        *,
+        kind: str | None = None,
+        query: str | None = None,
+        near: tuple[float, float] | None = None,
+        limit: int = 5,
+    ) -> tuple[InstitutionView, ...]: ...
+
+    async def drugs(
+        self, platform: PlatformName, query: str, *, member_id: MemberId | None = None, limit: int = 5
+    ) -> tuple[DrugView, ...]: ...
+
+    async def voucher(self, platform: PlatformName, member_id: MemberId) -> VoucherView: ...
+
+    async def contributions(
+        self, platform: PlatformName, member_id: MemberId
+    ) -> tuple[ContributionView, ...]:
+        """Newest first."""
+        ...
+
+    async def family(self, platform: PlatformName, member_id: MemberId) -> tuple[RelativeView, ...]: ...
 
     async def balance(self, platform: PlatformName, member_id: MemberId) -> BalanceView: ...
 
@@ -124,6 +263,21 @@ class ChartData:
     balance_note: str = ""
     """Said in the balance panel: why it is empty (no personal account), or that the figures are
     the last known ones (the platform is still syncing)."""
+
+
+class QrPort(Protocol):
+    def render(self, payload: str) -> bytes:
+        """A PNG of the QR code that encodes ``payload`` exactly (the platform's voucher payload)."""
+        ...
+
+
+class Followups(Protocol):
+    """Work the conversation leaves running after its answer (following a face check), whose
+    replies reach the user unprompted. The runtime keeps each task and bounds it."""
+
+    def start(self, user: UserKey, key: str, work: Callable[[], Awaitable[tuple[Reply, ...]]]) -> None:
+        """Run ``work`` in the background, once per ``key`` at a time, and deliver its replies."""
+        ...
 
 
 class ChartPort(Protocol):

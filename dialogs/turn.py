@@ -38,17 +38,26 @@ from dialogs.ports import (
     CodeCheck,
     CodeRefused,
     CodeSent,
+    ContributionView,
     DataInventory,
+    DrugView,
+    FaceCheckState,
     Failures,
+    Followups,
     IdLookup,
     IdPaused,
+    InstitutionView,
     InsurancePort,
     InsuranceProblem,
     MemberMatch,
+    Offers,
     OtpPort,
     PlatformInfo,
     ProblemCode,
+    QrPort,
+    RelativeView,
     TransactionsPage,
+    VoucherView,
 )
 
 
@@ -57,12 +66,54 @@ class NeedsGuard(Exception):
 
 
 class _DryInsurance:
-    """Stands in for the insurance port during a dry run: nothing is asked."""
+    """Stands in for the insurance port during a dry run: nothing is asked but the configured
+    platforms and their capabilities, which the port caches and which change nothing (so /help
+    stays a dry answer)."""
+
+    def __init__(self, real: InsurancePort) -> None:
+        self._real = real
 
     def platforms(self) -> tuple[PlatformInfo, ...]:
+        return self._real.platforms()
+
+    async def offers(self, platform: PlatformName) -> Offers:
+        return await self._real.offers(platform)
+
+    async def find_member(
+        self, platform: PlatformName, name: str, id_number: str, *, card_number: str | None = None
+    ) -> MemberMatch:
         raise NeedsGuard
 
-    async def find_member(self, platform: PlatformName, name: str, id_number: str) -> MemberMatch:
+    async def face_check(
+        self, platform: PlatformName, ticket: str
+    ) -> tuple[FaceCheckState, MemberMatch | None]:
+        raise NeedsGuard
+
+    async def institutions(
+        self,
+        platform: PlatformName,
+        *,
+        kind: str | None = None,
+        query: str | None = None,
+        near: tuple[float, float] | None = None,
+        limit: int = 5,
+    ) -> tuple[InstitutionView, ...]:
+        raise NeedsGuard
+
+    async def drugs(
+        self, platform: PlatformName, query: str, *, member_id: MemberId | None = None, limit: int = 5
+    ) -> tuple[DrugView, ...]:
+        raise NeedsGuard
+
+    async def voucher(self, platform: PlatformName, member_id: MemberId) -> VoucherView:
+        raise NeedsGuard
+
+    async def contributions(
+        self, platform: PlatformName, member_id: MemberId
+    ) -> tuple[ContributionView, ...]:
+        raise NeedsGuard
+
+    async def family(self, platform: PlatformName, member_id: MemberId) -> tuple[RelativeView, ...]:
         raise NeedsGuard
 
     async def balance(self, platform: PlatformName, member_id: MemberId) -> BalanceView:
@@ -109,10 +160,11 @@ class _DryOtp:
         raise NeedsGuard
 
 
-_DRY_INSURANCE = _DryInsurance()
 _DRY_OTP = _DryOtp()
 
-BIND_STATES = frozenset({State.BIND_NAME, State.BIND_ID, State.BIND_PLATFORM, State.BIND_CODE})
+BIND_STATES = frozenset(
+    {State.BIND_NAME, State.BIND_ID, State.BIND_PLATFORM, State.BIND_CARD, State.BIND_FACE, State.BIND_CODE}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +178,10 @@ class DialogSettings:
     balance_cache_seconds: int = 60
     history_page: int = 10
     history_max: int = 50
+    verification_wait_seconds: int = 300
+    """How long a bind waits for the platform's face check to pass (``insurance.verification_wait_seconds``)."""
+    nearby_limit: int = 5
+    """Institutions listed by /hospitals and a shared location."""
     kept_in_history: frozenset[str] = frozenset({"wx", "wecom"})
     """Chat platforms (user-key prefixes) where Yibao cannot delete the user's messages: the bind
     consent says the ID number stays in the chat history, and how to delete it there."""
@@ -147,9 +203,18 @@ class Services(Protocol):
     @property
     def charts(self) -> ChartPort | None: ...
     @property
+    def qr(self) -> QrPort | None: ...
+    @property
+    def followups(self) -> Followups | None: ...
+    @property
     def settings(self) -> DialogSettings: ...
     @property
     def inventory(self) -> DataInventory | None: ...
+
+    async def follow_face_check(self, user: UserKey, ticket: str) -> tuple[Reply, ...]:
+        """Follow a face check in the background until it is decided or the wait is over; the
+        replies that continue the bind (see ``machine.Conversation.follow_face_check``)."""
+        ...
 
 
 class Turn:
@@ -157,7 +222,7 @@ class Turn:
 
     def __init__(self, conv: Services, state: UserState, inbound: Inbound, *, dry: bool = False) -> None:
         self.conv = conv
-        self.insurance: InsurancePort = _DRY_INSURANCE if dry else conv.insurance
+        self.insurance: InsurancePort = _DryInsurance(conv.insurance) if dry else conv.insurance
         self.otp: OtpPort = _DRY_OTP if dry else conv.otp
         self.cfg = conv.settings
         self.user = inbound.user
@@ -168,6 +233,7 @@ class Turn:
         self.t: Translator = conv.catalogs.get(self.locale)
         self.now = conv.clock.now()
         self.text = normalize(inbound.text)
+        self.location = inbound.location
         self.directory_name = inbound.directory_name
 
     def out(

@@ -43,9 +43,26 @@ from typing import Generic, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
+from pydantic import BaseModel
 
 from insurance import wire
-from insurance.models import Balance, ErrorCode, InsuranceError, Member, MemberLookup, TransactionPage
+from insurance.models import (
+    Balance,
+    Capabilities,
+    Contributions,
+    DrugPage,
+    ErrorCode,
+    Family,
+    GeoPoint,
+    InstitutionKind,
+    InstitutionPage,
+    InsuranceError,
+    Member,
+    MemberLookup,
+    TransactionPage,
+    Verification,
+    Voucher,
+)
 from insurance.resilience import BreakerState, CircuitBreaker, Ticket, full_jitter
 
 __all__ = ["ClientPolicy", "HttpPlatformClient"]
@@ -53,6 +70,7 @@ __all__ = ["ClientPolicy", "HttpPlatformClient"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 MAX_PAGE = 100
 """The largest ``limit`` of ``transactions`` the contract allows."""
@@ -65,6 +83,8 @@ _PLATFORMS_WORD = frozenset(
         ErrorCode.ACCOUNT_LOCKED,
         ErrorCode.UNAUTHORIZED,
         ErrorCode.INVALID_REQUEST,
+        ErrorCode.VERIFICATION_REQUIRED,
+        ErrorCode.NOT_SUPPORTED,
     }
 )
 _COME_BACK = frozenset({ErrorCode.MAINTENANCE, ErrorCode.SYNC_DELAYED})
@@ -229,7 +249,7 @@ class HttpPlatformClient:
                 path=wire.PATH_LOOKUP,
                 parse=Member.model_validate_json,
                 idempotent=False,
-                body=query.model_dump_json().encode(),
+                body=query.model_dump_json(exclude_none=True).encode(),
             )
         )
 
@@ -298,6 +318,91 @@ class HttpPlatformClient:
                 problem = _problem_of(e)
                 items.extend(wire.BatchBalanceItem(member_id=m, problem=problem) for m in chunk)
         return items
+
+    # --- contract 1.1: beyond the balance ------------------------------------------------------
+
+    async def capabilities(self) -> Capabilities:
+        """What the platform serves beyond the balance. A 1.0 platform has no such route: its 404
+        (``invalid_request`` or ``not_supported``) means empty capabilities."""
+        try:
+            return await self._get(wire.PATH_CAPABILITIES, wire.PATH_CAPABILITIES, Capabilities)
+        except InsuranceError as e:
+            if e.code in (ErrorCode.INVALID_REQUEST, ErrorCode.NOT_SUPPORTED):
+                return Capabilities()
+            raise
+
+    async def verification(self, ticket: str) -> Verification:
+        path = wire.PATH_VERIFICATION.format(ticket=_segment(ticket))
+        return await self._get(wire.PATH_VERIFICATION, path, Verification)
+
+    async def institutions(
+        self,
+        *,
+        region: str | None = None,
+        kind: InstitutionKind | None = None,
+        q: str | None = None,
+        near: GeoPoint | None = None,
+        limit: int = 10,
+        cursor: str | None = None,
+    ) -> InstitutionPage:
+        params = {"limit": str(limit)}
+        if region is not None:
+            params["region"] = region
+        if kind is not None:
+            params["kind"] = kind.value
+        if q:
+            params["q"] = q
+        if near is not None:
+            params["near"] = f"{near.lat:.6f},{near.lon:.6f}"
+        if cursor is not None:
+            params["cursor"] = cursor
+        return await self._get(wire.PATH_INSTITUTIONS, wire.PATH_INSTITUTIONS, InstitutionPage, params)
+
+    async def drugs(
+        self,
+        *,
+        q: str | None = None,
+        region: str | None = None,
+        member_id: str | None = None,
+        limit: int = 10,
+        cursor: str | None = None,
+    ) -> DrugPage:
+        params = {"limit": str(limit)}
+        if q:
+            params["q"] = q
+        if region is not None:
+            params["region"] = region
+        if member_id is not None:
+            params["member_id"] = member_id
+        if cursor is not None:
+            params["cursor"] = cursor
+        return await self._get(wire.PATH_DRUGS, wire.PATH_DRUGS, DrugPage, params)
+
+    async def voucher(self, member_id: str) -> Voucher:
+        path = wire.PATH_VOUCHER.format(member_id=_segment(member_id))
+        return await self._get(wire.PATH_VOUCHER, path, Voucher)
+
+    async def contributions(self, member_id: str, *, months: int = 12) -> Contributions:
+        path = wire.PATH_CONTRIBUTIONS.format(member_id=_segment(member_id))
+        return await self._get(wire.PATH_CONTRIBUTIONS, path, Contributions, {"months": str(months)})
+
+    async def family(self, member_id: str) -> Family:
+        path = wire.PATH_FAMILY.format(member_id=_segment(member_id))
+        return await self._get(wire.PATH_FAMILY, path, Family)
+
+    async def _get(
+        self, template: str, path: str, model: type[M], params: Mapping[str, str] | None = None
+    ) -> M:
+        return await self._call(
+            _Call(
+                method="GET",
+                template=template,
+                path=path,
+                parse=model.model_validate_json,
+                idempotent=True,
+                params=params,
+            )
+        )
 
     async def health(self) -> wire.Health:
         """The platform's own view of itself; not signed, so it also works with a wrong key."""
@@ -458,7 +563,14 @@ class HttpPlatformClient:
             return self._read_bare(status, retry_after)
         code = problem.code
         detail = wire.scrub(problem.detail)
-        error = InsuranceError(code, detail, until=problem.until, retry_after=retry_after)
+        error = InsuranceError(
+            code,
+            detail,
+            until=problem.until,
+            retry_after=retry_after,
+            verification_url=problem.verification_url,
+            ticket=problem.ticket,
+        )
         if code in _PLATFORMS_WORD:
             return _Answer(error)
         if code is ErrorCode.RATE_LIMITED:

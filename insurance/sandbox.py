@@ -27,7 +27,9 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import hashlib
 import json
+import secrets
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,8 +42,18 @@ from pydantic import BaseModel, ConfigDict
 
 from insurance.models import (
     Balance,
+    BindRequirement,
+    Capabilities,
     Category,
+    ContributionMonth,
+    Contributions,
+    DrugPage,
     ErrorCode,
+    Family,
+    Feature,
+    GeoPoint,
+    InstitutionKind,
+    InstitutionPage,
     InsuranceError,
     InsuranceKind,
     Member,
@@ -49,6 +61,9 @@ from insurance.models import (
     SyncStatus,
     Transaction,
     TransactionPage,
+    Verification,
+    VerificationStatus,
+    Voucher,
 )
 from insurance.sandbox_data import (
     CHINA_TZ,
@@ -59,14 +74,28 @@ from insurance.sandbox_data import (
     parse_sandbox_data,
     start_of_day,
 )
+from insurance.sandbox_extras import (
+    SandboxProfile,
+    build_drugs,
+    build_institutions,
+    capabilities_of,
+    credit_rate,
+    distance_m,
+    family_of,
+    local_card_number,
+    month_of,
+    self_pay_share,
+)
 
 __all__ = [
     "DEFAULT_CREDIT_PLACE",
     "DEFAULT_SPEND_PLACE",
     "MAX_AMOUNT",
     "MAX_PAGE",
+    "VERIFICATION_TTL",
     "DemoPerson",
     "SandboxPlatform",
+    "SandboxProfile",
     "lock_ends",
     "normalize_name",
 ]
@@ -78,6 +107,15 @@ MAX_AMOUNT = Decimal("1000000.00")
 DEFAULT_SPEND_PLACE = "康宁大药房(示范店)"
 DEFAULT_CREDIT_PLACE = "个人账户划入"
 MAX_PLACE_LENGTH = 64
+
+VERIFICATION_TTL = timedelta(minutes=10)
+"""How long a face-check ticket waits for the person before it is ``expired``."""
+VOUCHER_QR_TTL = timedelta(seconds=60)
+"""How long the national sandbox's QR payload is accepted."""
+VOUCHER_LINK = "https://sandbox.yibao.invalid/ecard/{member_id}"
+"""The sandbox's stand-in for the official channel's e-voucher page (it does not exist)."""
+FACE_CHECK_URL = "https://sandbox.yibao.invalid/face-check/{ticket}"
+EMPLOYER = "示范科技有限公司(沙箱)"
 
 LOCK_EXTRA = timedelta(minutes=30)
 _QUARTER_HOUR = 15 * 60
@@ -101,6 +139,15 @@ class DemoPerson(BaseModel):
     region_name: str
     kind: InsuranceKind
     scenario: Scenario
+    local_card_number: str = ""
+    """For a sandbox whose bind needs it (the ``local_card`` profile)."""
+
+
+@dataclass(slots=True)
+class _Ticket:
+    member_id: str
+    issued: datetime
+    status: VerificationStatus = VerificationStatus.PENDING
 
 
 def normalize_name(name: str) -> str:
@@ -205,9 +252,21 @@ class _Figures:
 class SandboxPlatform:
     """The sandbox insurance platform. Every lookup is a dict access; every balance a bisect."""
 
-    def __init__(self, data: SandboxData, *, clock: Callable[[], datetime] | None = None) -> None:
-        """``clock`` returns the current time, timezone-aware; the default is now in China time."""
+    def __init__(
+        self,
+        data: SandboxData,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        profile: SandboxProfile = SandboxProfile.NATIONAL,
+    ) -> None:
+        """``clock`` returns the current time, timezone-aware; the default is now in China time.
+        ``profile`` is which kind of platform it plays (see :class:`SandboxProfile`)."""
         self._data = data
+        self.profile = profile
+        self._capabilities = capabilities_of(profile)
+        self._institutions = build_institutions(data)
+        self._drugs = build_drugs()
+        self._tickets: dict[str, _Ticket] = {}
         self._clock = clock or _now_in_china
         self._anchor_day = data.anchor.astimezone(CHINA_TZ).date()
         regions = {region.code: region for region in data.regions}
@@ -229,7 +288,11 @@ class SandboxPlatform:
 
     @classmethod
     def from_file(
-        cls, path: Path | None = None, *, clock: Callable[[], datetime] | None = None
+        cls,
+        path: Path | None = None,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        profile: SandboxProfile = SandboxProfile.NATIONAL,
     ) -> SandboxPlatform:
         """Load a data file; ``None`` loads the one shipped in the package (``insurance/data/sandbox.json``).
 
@@ -239,7 +302,7 @@ class SandboxPlatform:
             raw = resources.files("insurance").joinpath("data/sandbox.json").read_bytes()
         else:
             raw = path.read_bytes()
-        return cls(parse_sandbox_data(raw), clock=clock)
+        return cls(parse_sandbox_data(raw), clock=clock, profile=profile)
 
     @property
     def data(self) -> SandboxData:
@@ -256,9 +319,198 @@ class SandboxPlatform:
         self._check_maintenance(account)
         if normalize_name(query.name) != account.normalized_name:
             raise InsuranceError(ErrorCode.IDENTITY_MISMATCH, "the name does not match the ID number")
+        person = account.person
+        if BindRequirement.LOCAL_CARD_NUMBER in self._capabilities.bind:
+            if query.local_card_number is None:
+                raise InsuranceError(ErrorCode.INVALID_REQUEST, "this platform needs local_card_number")
+            if query.local_card_number != local_card_number(person.member_id):
+                raise InsuranceError(
+                    ErrorCode.IDENTITY_MISMATCH, "the local card number does not match the ID number"
+                )
         self._check_lock(account, now)
+        if BindRequirement.FACE_CHECK in self._capabilities.bind:
+            ticket = secrets.token_urlsafe(18)
+            self._tickets[ticket] = _Ticket(person.member_id, now)
+            raise InsuranceError(
+                ErrorCode.VERIFICATION_REQUIRED,
+                "complete the face check first",
+                verification_url=FACE_CHECK_URL.format(ticket=ticket),
+                ticket=ticket,
+            )
+        return self._member(account)
+
+    @staticmethod
+    def _member(account: _Account) -> Member:
         person = account.person
         return Member(member_id=person.member_id, region=person.region, kind=person.kind, phone=person.phone)
+
+    # --- beyond the balance (contract 1.1) -----------------------------------------------------
+
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    def _serves(self, feature: Feature) -> None:
+        if feature not in self._capabilities.features:
+            raise InsuranceError(ErrorCode.NOT_SUPPORTED, f"this platform does not serve {feature.value}")
+
+    async def verification(self, ticket: str) -> Verification:
+        """Where a face check stands; unknown tickets are ``member_not_found``-free 404s too."""
+        found = self._tickets.get(ticket)
+        if found is None:
+            raise InsuranceError(ErrorCode.MEMBER_NOT_FOUND, "no such verification ticket")
+        now = self._now()
+        if found.status is VerificationStatus.PENDING and now - found.issued >= VERIFICATION_TTL:
+            found.status = VerificationStatus.EXPIRED
+        member = None
+        if found.status is VerificationStatus.PASSED:
+            member = self._member(self._account(found.member_id))
+        return Verification(ticket=ticket, status=found.status, member=member)
+
+    def finish_face_check(self, member_id: str, passed: bool) -> str:
+        """The operator's hand: the member's newest pending face check passes or fails; its ticket.
+        ValueError when there is none pending."""
+        self._account(member_id)
+        now = self._now()
+        pending = [
+            (t.issued, ticket)
+            for ticket, t in self._tickets.items()
+            if t.member_id == member_id
+            and t.status is VerificationStatus.PENDING
+            and now - t.issued < VERIFICATION_TTL
+        ]
+        if not pending:
+            raise ValueError("no face check is waiting for this member")
+        ticket = max(pending)[1]
+        self._tickets[ticket].status = VerificationStatus.PASSED if passed else VerificationStatus.FAILED
+        return ticket
+
+    async def institutions(
+        self,
+        *,
+        region: str | None = None,
+        kind: InstitutionKind | None = None,
+        q: str | None = None,
+        near: GeoPoint | None = None,
+        limit: int = 10,
+        cursor: str | None = None,
+    ) -> InstitutionPage:
+        """Designated institutions, by name; nearest first with ``near`` (each with its distance)."""
+        self._serves(Feature.INSTITUTIONS)
+        regions = {r.code: r.name for r in self._data.regions}
+        wanted = normalize_name(q).lower() if q else ""
+        found = []
+        for inst in self._institutions:
+            if region is not None and not inst.region.startswith(region):
+                continue
+            if kind is not None and inst.kind is not kind:
+                continue
+            haystack = f"{inst.name}{inst.address}{regions.get(inst.region, '')}".lower()
+            if wanted and wanted not in haystack:
+                continue
+            if near is not None:
+                inst = inst.model_copy(update={"distance_m": distance_m(near, inst.location)})
+            found.append(inst)
+        if near is not None:
+            found.sort(key=lambda i: (i.distance_m or 0, i.id))
+        start = _offset(cursor)
+        page = found[start : start + limit]
+        more = start + limit < len(found)
+        return InstitutionPage(items=page, next_cursor=str(start + limit) if more else None)
+
+    async def drugs(
+        self,
+        *,
+        q: str | None = None,
+        region: str | None = None,
+        member_id: str | None = None,
+        limit: int = 10,
+        cursor: str | None = None,
+    ) -> DrugPage:
+        """The drug list, names containing ``q`` (exact names first); with ``region`` (or a member's)
+        its self-pay share. An unknown member only leaves the share out: the list is public."""
+        self._serves(Feature.DRUGS)
+        if region is None and member_id is not None:
+            account = self._by_member.get(member_id)
+            region = account.person.region if account is not None else None
+        wanted = normalize_name(q) if q else ""
+        found = [d for d in self._drugs if wanted in d.generic_name]
+        found.sort(key=lambda d: (d.generic_name != wanted, len(d.generic_name)))
+        start = _offset(cursor)
+        page = [
+            d.model_copy(update={"self_pay_share": self_pay_share(d, region)})
+            for d in found[start : start + limit]
+        ]
+        more = start + limit < len(found)
+        return DrugPage(items=page, next_cursor=str(start + limit) if more else None)
+
+    async def voucher(self, member_id: str) -> Voucher:
+        """The e-voucher: the link always, the QR payload only as the national (certified) issuer."""
+        self._serves(Feature.VOUCHER)
+        account = self._account(member_id)
+        now = self._now()
+        self._check_maintenance(account)
+        self._check_lock(account, now)
+        link = VOUCHER_LINK.format(member_id=member_id)
+        if not self._capabilities.voucher_qr:
+            return Voucher(member_id=member_id, deep_link=link)
+        expires = now.replace(microsecond=0) + VOUCHER_QR_TTL
+        token = hashlib.sha256(f"{member_id}|{expires.isoformat()}".encode()).hexdigest()[:24]
+        return Voucher(
+            member_id=member_id,
+            deep_link=link,
+            qr_payload=f"SBX-ECARD:{member_id}:{int(expires.timestamp())}:{token}",
+            expires_at=expires,
+        )
+
+    def _credits_and_pharmacy(
+        self, account: _Account, now: datetime
+    ) -> tuple[list[Transaction], list[Transaction]]:
+        """Every credit and pharmacy payment known now, the file's (shifted) and the operator's, oldest first."""
+        shift = self._shift(now)
+        known, _ = self._known_until(account, now)
+        live = self._live[account.person.member_id]
+        history = [
+            self._shifted(tx, shift) for tx in account.transactions[: account.count_until(known, shift)]
+        ]
+        history += live.transactions[: live.count_until(self._live_cutoff(account, now))]
+        history.sort(key=lambda tx: tx.at)
+        credits = [tx for tx in history if tx.category is Category.CREDIT]
+        pharmacy = [tx for tx in history if tx.category is Category.PHARMACY]
+        return credits, pharmacy
+
+    async def contributions(self, member_id: str, *, months: int = 12) -> Contributions:
+        """One month per credit in the history, newest first: the base, the rate, the credit."""
+        self._serves(Feature.CONTRIBUTIONS)
+        account = self._account(member_id)
+        now = self._now()
+        self._check_maintenance(account)
+        self._check_lock(account, now)
+        base = account.person.contribution_base
+        credits, _ = self._credits_and_pharmacy(account, now)
+        out = [
+            ContributionMonth(
+                month=month_of(tx.at),
+                paid=True,
+                employer=EMPLOYER,
+                base=base,
+                rate=credit_rate(base, tx.personal_amount),
+                credit=tx.personal_amount,
+                credited_at=tx.at,
+            )
+            for tx in reversed(credits)
+        ]
+        return Contributions(member_id=member_id, months=out[:months])
+
+    async def family(self, member_id: str) -> Family:
+        """Who shares the personal account and what they spent from it this year."""
+        self._serves(Feature.FAMILY)
+        account = self._account(member_id)
+        now = self._now()
+        self._check_maintenance(account)
+        self._check_lock(account, now)
+        _, pharmacy = self._credits_and_pharmacy(account, now)
+        this_year = [tx.personal_amount for tx in pharmacy if tx.at.year == now.year]
+        return Family(member_id=member_id, year=now.year, members=family_of(account.person, this_year))
 
     async def balance(self, member_id: str) -> Balance:
         account = self._account(member_id)
@@ -339,6 +591,7 @@ class SandboxPlatform:
                 region_name=regions[p.region],
                 kind=p.kind,
                 scenario=p.scenario,
+                local_card_number=local_card_number(p.member_id),
             )
             for p in self._data.people
         ]
@@ -621,6 +874,14 @@ class SandboxPlatform:
             if index is not None:
                 return bisect.bisect_right(account.times, live.times[index], key=lambda t: t + shift), index
         raise ValueError("the cursor belongs to another member's transactions")
+
+
+def _offset(cursor: str | None) -> int:
+    if cursor is None:
+        return 0
+    if not cursor.isdigit() or len(cursor) > 6:
+        raise ValueError("not a cursor of this list")
+    return int(cursor)
 
 
 def _amount(amount: Decimal) -> Decimal:

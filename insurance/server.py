@@ -38,12 +38,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from insurance import wire
 from insurance.models import (
     Balance,
+    Capabilities,
     Category,
+    Contributions,
+    DrugPage,
     ErrorCode,
+    Family,
+    GeoPoint,
+    InstitutionKind,
+    InstitutionPage,
     InsuranceError,
     Member,
     MemberLookup,
     TransactionPage,
+    Verification,
+    Voucher,
 )
 from insurance.sandbox import MAX_PAGE, DemoPerson, SandboxPlatform
 
@@ -60,7 +69,12 @@ __all__ = [
 ]
 
 API_TITLE = "Yibao insurance platform contract"
-API_VERSION = "1.0.0"
+API_VERSION = "1.1.0"
+"""1.1 added, and only added: capabilities, institutions, drugs, voucher, contributions, family, the
+face check (``verification_required`` and ``/v1/verifications``) and ``local_card_number``. A 1.0
+client never calls them, and a 1.0 platform is one whose capabilities are empty."""
+MAX_LIST = 50
+"""The largest ``limit`` of the institution and drug lists."""
 DEMO_SECRET = b"yibao-sandbox-demo-secret"
 """The well-known secret ``yibao sandbox serve`` uses on a loopback address when given none."""
 MAX_NONCES = 100_000
@@ -178,6 +192,10 @@ class SyncDelayRequest(_AdminModel):
     seconds: Annotated[int, Field(gt=0)] | None
 
 
+class FaceCheckRequest(_AdminModel):
+    passed: bool
+
+
 class MaintenanceRequest(_AdminModel):
     on: bool
     retry_after_seconds: Annotated[int, Field(gt=0)] = 1800
@@ -197,6 +215,8 @@ def _problem_of(error: InsuranceError, status: int | None = None) -> wire.Proble
         detail=wire.scrub(error.detail),
         until=error.until,
         retry_after=retry_after,
+        verification_url=error.verification_url,
+        ticket=error.ticket,
     )
 
 
@@ -256,6 +276,10 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         423: "`account_locked`: locked on the platform; `until` says when the lock ends, if known.",
         429: "`rate_limited`: too many requests; wait `retry_after` seconds.",
         503: "`maintenance`: the member's region is in maintenance; come back in `retry_after` seconds.",
+        428: "`verification_required`: the platform's face check first: send the person to "
+        "`verification_url`, then follow `ticket` at `GET /v1/verifications/{ticket}`.",
+        -404: "`not_supported`: this platform does not serve it (see `/v1/capabilities`); "
+        "`member_not_found` for an unknown member or ticket.",
     }
     retry_after = {
         "Retry-After": {
@@ -265,8 +289,11 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
+        reason = reasons[status]
+        if status < 0:
+            status = -status
         entry: dict[str, Any] = {
-            "description": reasons[status],
+            "description": reason,
             "content": {wire.PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
         if status in (429, 503):
@@ -399,13 +426,132 @@ def create_app(
         wire.PATH_LOOKUP,
         operation_id="lookupMember",
         summary="Find a member by real name and Resident ID number",
-        responses=_problems(400, 401, 404, 409, 423, 429, 503),
+        responses=_problems(400, 401, 404, 409, 423, 428, 429, 503),
     )
     async def lookup(query: MemberLookup) -> Member:
         """Checks, in order: the ID number is known, the member's region is not in maintenance, the
-        name matches (compared after NFKC, ignoring whitespace, any middle dot alike), the account is
-        not locked. The phone number in the answer is where the bot sends its SMS code."""
+        name matches (compared after NFKC, ignoring whitespace, any middle dot alike), the local
+        card number matches where the platform needs it, the account is not locked. A platform with
+        a face check then answers `verification_required`. The phone number in the answer is where
+        the bot sends its SMS code."""
         return await platform.lookup(query)
+
+    @api.get(
+        wire.PATH_CAPABILITIES,
+        operation_id="getCapabilities",
+        summary="What this platform serves beyond the balance, and what its bind needs",
+        responses=_problems(400, 401, 429),
+        tags=["capabilities"],
+    )
+    async def capabilities() -> Capabilities:
+        """A platform that answers 404 here is a contract-1.0 platform: it serves nothing extra."""
+        return platform.capabilities()
+
+    @api.get(
+        wire.PATH_VERIFICATION,
+        operation_id="getVerification",
+        summary="Where a face check that a lookup asked for stands",
+        responses=_problems(400, 401, -404, 429),
+    )
+    async def verification(ticket: Annotated[str, Path(min_length=1, max_length=128)]) -> Verification:
+        """`passed` carries the member, as a lookup would have; `failed` and `expired` end the bind."""
+        return await platform.verification(ticket)
+
+    @api.get(
+        wire.PATH_INSTITUTIONS,
+        operation_id="listInstitutions",
+        summary="Designated hospitals and pharmacies (定点医药机构)",
+        responses=_problems(400, 401, -404, 429),
+        tags=["catalogues"],
+    )
+    async def institutions(
+        region: Annotated[
+            str | None, Query(pattern=r"^\d{2,6}$", description="Leading digits of the area code.")
+        ] = None,
+        kind: Annotated[InstitutionKind | None, Query()] = None,
+        q: Annotated[
+            str | None, Query(min_length=1, max_length=64, description="Part of a name or address.")
+        ] = None,
+        near: Annotated[
+            str | None,
+            Query(
+                pattern=r"^-?\d{1,2}(\.\d{1,8})?,-?\d{1,3}(\.\d{1,8})?$",
+                description="`lat,lon` (WGS 84): nearest first, each with `distance_m`.",
+            ),
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 10,
+        cursor: Annotated[str | None, Query(min_length=1, max_length=512)] = None,
+    ) -> InstitutionPage:
+        point = None
+        if near is not None:
+            lat, lon = (float(x) for x in near.split(","))
+            if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+                raise InsuranceError(ErrorCode.INVALID_REQUEST, "near: latitude or longitude out of range")
+            point = GeoPoint(lat=lat, lon=lon)
+        try:
+            return await platform.institutions(
+                region=region, kind=kind, q=q, near=point, limit=limit, cursor=cursor
+            )
+        except ValueError as e:
+            raise InsuranceError(ErrorCode.INVALID_REQUEST, str(e)) from None
+
+    @api.get(
+        wire.PATH_DRUGS,
+        operation_id="listDrugs",
+        summary="The reimbursement drug list (医保药品目录)",
+        responses=_problems(400, 401, -404, 429),
+        tags=["catalogues"],
+    )
+    async def drugs(
+        q: Annotated[
+            str | None, Query(min_length=1, max_length=64, description="Part of a generic name.")
+        ] = None,
+        region: Annotated[
+            str | None, Query(pattern=r"^\d{6}$", description="An area code: its self-pay share.")
+        ] = None,
+        member_id: Annotated[
+            str | None,
+            Query(min_length=1, max_length=64, description="A member: their region's self-pay share."),
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 10,
+        cursor: Annotated[str | None, Query(min_length=1, max_length=512)] = None,
+    ) -> DrugPage:
+        """`self_pay_share` is given for `region`, or for the region of `member_id`, where known."""
+        try:
+            return await platform.drugs(q=q, region=region, member_id=member_id, limit=limit, cursor=cursor)
+        except ValueError as e:
+            raise InsuranceError(ErrorCode.INVALID_REQUEST, str(e)) from None
+
+    @api.get(
+        wire.PATH_VOUCHER,
+        operation_id="getVoucher",
+        summary="The member's e-voucher (医保电子凭证) as the platform issues it",
+        responses=_problems(400, 401, -404, 423, 429, 503),
+    )
+    async def voucher(member_id: _MEMBER_ID) -> Voucher:
+        """`qr_payload` only from a certified issuer, valid until `expires_at`."""
+        return await platform.voucher(member_id)
+
+    @api.get(
+        wire.PATH_CONTRIBUTIONS,
+        operation_id="listContributions",
+        summary="Contribution months and the monthly credit into the personal account",
+        responses=_problems(400, 401, -404, 423, 429, 503),
+    )
+    async def contributions(
+        member_id: _MEMBER_ID, months: Annotated[int, Query(ge=1, le=36)] = 12
+    ) -> Contributions:
+        """Newest first; `base × rate` is the month's `credit`."""
+        return await platform.contributions(member_id, months=months)
+
+    @api.get(
+        wire.PATH_FAMILY,
+        operation_id="getFamily",
+        summary="Family members who may use the personal account (家庭共济), and their spending",
+        responses=_problems(400, 401, -404, 423, 429, 503),
+    )
+    async def family(member_id: _MEMBER_ID) -> Family:
+        return await platform.family(member_id)
 
     @api.get(
         wire.PATH_BALANCE,
@@ -535,6 +681,13 @@ def _admin_router(platform: SandboxPlatform) -> APIRouter:
         except ValueError as e:
             raise refused(e) from None
         return Response(status_code=204)
+
+    @admin.post("/members/{member_id}/face-check")
+    async def face_check(member_id: _MEMBER_ID, body: FaceCheckRequest) -> dict[str, str]:
+        try:
+            return {"ticket": platform.finish_face_check(member_id, body.passed)}
+        except ValueError as e:
+            raise refused(e) from None
 
     @admin.get("/people")
     async def people() -> list[DemoPerson]:

@@ -33,6 +33,20 @@ PATH_TRANSACTIONS = "/v1/members/{member_id}/transactions"
 """GET ``?start=&end=&cursor=&limit=`` (ISO times, limit 1..100) -> ``TransactionPage``, newest first."""
 PATH_BATCH = "/v1/balances/batch"
 """POST ``BatchBalanceRequest`` -> ``BatchBalanceResponse`` (one item per member id, in order)."""
+PATH_CAPABILITIES = "/v1/capabilities"
+"""GET -> ``Capabilities`` (contract 1.1; a 1.0 platform answers 404: it serves nothing extra)."""
+PATH_INSTITUTIONS = "/v1/institutions"
+"""GET ``?region=&kind=&q=&near=lat,lon&limit=&cursor=`` -> ``InstitutionPage`` (nearest first with ``near``)."""
+PATH_DRUGS = "/v1/drugs"
+"""GET ``?q=&region=&limit=&cursor=`` -> ``DrugPage``."""
+PATH_VOUCHER = "/v1/members/{member_id}/voucher"
+"""GET -> ``Voucher``."""
+PATH_CONTRIBUTIONS = "/v1/members/{member_id}/contributions"
+"""GET ``?months=`` -> ``Contributions``, newest first."""
+PATH_FAMILY = "/v1/members/{member_id}/family"
+"""GET -> ``Family``."""
+PATH_VERIFICATION = "/v1/verifications/{ticket}"
+"""GET -> ``Verification``: where the face check a lookup asked for stands."""
 PATH_HEALTH = "/v1/health"
 """GET -> ``Health``; not signed, so load balancers can call it."""
 
@@ -58,6 +72,8 @@ STATUS_OF: Mapping[ErrorCode, int] = {
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.UNAVAILABLE: 502,
     ErrorCode.INVALID_REQUEST: 400,
+    ErrorCode.VERIFICATION_REQUIRED: 428,
+    ErrorCode.NOT_SUPPORTED: 404,
 }
 """The HTTP status each problem code is sent with."""
 
@@ -76,6 +92,10 @@ class Problem(BaseModel):
     """``account_locked``: when the lock ends, if known."""
     retry_after: Annotated[int, Field(ge=0)] | None = None
     """``maintenance``, ``rate_limited``: seconds to wait (also sent as the ``Retry-After`` header)."""
+    verification_url: Annotated[str, Field(pattern=r"^https://")] | None = None
+    """``verification_required``: the platform's own face-check page, to send the person to."""
+    ticket: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    """``verification_required``: follow it at ``GET /v1/verifications/{ticket}``."""
 
 
 class BatchBalanceRequest(BaseModel):

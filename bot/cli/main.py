@@ -151,6 +151,7 @@ def cmd_chat(settings: Settings, lang: str | None) -> int:
 
     async def chat() -> None:
         runtime = await build_runtime(settings, show_sms=adapter.show_sms)
+        runtime.followups.outlets[adapter.platform] = adapter  # a face check passing, unprompted
         stop = asyncio.Event()
         alerts = None
         if settings.alerts.enabled:

@@ -160,6 +160,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         if engine is not None and webhook_secret is not None:
             assert tg.webhook_url is not None
             await engine.register_webhook(tg.webhook_url, webhook_secret)
+        runtime.followups.outlets.update(outlets)  # a face check passing reaches the user unprompted
         if settings.alerts.enabled:
             alerts = asyncio.create_task(runtime.alert_worker(outlets).run(stop))
         log.info("serving %s, %.2f s after start", "; ".join(serving), time.monotonic() - started)

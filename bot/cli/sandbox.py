@@ -1,7 +1,8 @@
 """``yibao sandbox ...``: list the sandbox's people, serve it over HTTP, and change a running one.
 
-``serve`` runs :mod:`insurance.server` on this machine; ``spend``, ``credit``, ``lock``, ``unlock``,
-``sync-delay`` and ``maintenance`` call a running server's signed admin routes. Those accept a member
+``serve`` runs :mod:`insurance.server` on this machine (``--profile``: which platform it plays);
+``spend``, ``credit``, ``lock``, ``unlock``, ``sync-delay``, ``maintenance`` and ``face-check`` call a
+running server's signed admin routes. Those accept a member
 id or an ID number (the sandbox's people are fictional, and the operator's own), but print only
 masked forms.
 """
@@ -50,6 +51,11 @@ def add_parser(sub: Any) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     serve.add_argument("--port", type=int, default=8700, help="port (default: %(default)s)")
     serve.add_argument("--data", metavar="PATH", help="sandbox data file (default: the configured one)")
+    serve.add_argument(
+        "--profile",
+        choices=("national", "local_card", "face_check", "basic"),
+        help="the platform it plays (default: the configured sandbox's, else national)",
+    )
     _add_key_options(serve)
 
     client = argparse.ArgumentParser(add_help=False)
@@ -81,6 +87,12 @@ def add_parser(sub: Any) -> None:
     delay = actions.add_parser("sync-delay", parents=[client], help="make a member's data lag behind")
     delay.add_argument("who", help=who)
     delay.add_argument("seconds", type=_seconds_or_off, help="seconds behind now, or 'off'")
+
+    face = actions.add_parser(
+        "face-check", parents=[client], help="pass or fail the face check a member's bind waits for"
+    )
+    face.add_argument("who", help=who)
+    face.add_argument("outcome", choices=("pass", "fail"))
 
     maintenance = actions.add_parser("maintenance", parents=[client], help="put a region in maintenance")
     maintenance.add_argument("region", help="the region's area code, e.g. 510107")
@@ -122,12 +134,13 @@ def _people(settings: Settings) -> int:
     people = SandboxPlatform.from_file(_configured_data(settings)).people()
     print("Fictional people in the sandbox (not real persons):")
     print(
-        f"{_pad('name', 16)} {'ID number':<19} {'phone on file':<14} {_pad('region', 14)} {'kind':<9} scenario"
+        f"{_pad('name', 16)} {'ID number':<19} {'phone on file':<14} {_pad('region', 14)} {'kind':<9} "
+        f"{'scenario':<13} card (local_card)"
     )
     for p in people:
         print(
             f"{_pad(p.name, 16)} {p.id_number:<19} {mask_phone(p.phone):<14} {_pad(p.region_name, 14)} "
-            f"{p.kind.value:<9} {p.scenario.value}"
+            f"{p.kind.value:<9} {p.scenario.value:<13} {p.local_card_number}"
         )
     return 0
 
@@ -136,6 +149,13 @@ def _pad(text: str, width: int) -> str:
     """Left-align in a terminal, where CJK characters take two columns."""
     used = sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
     return text + " " * max(0, width - used)
+
+
+def _configured_profile(settings: Settings) -> str:
+    for platform in settings.insurance.platforms:
+        if platform.kind == "sandbox":
+            return platform.sandbox_profile
+    return "national"
 
 
 def _configured_data(settings: Settings) -> Path | None:
@@ -150,13 +170,14 @@ def _configured_data(settings: Settings) -> Path | None:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from insurance.sandbox import SandboxPlatform
+    from insurance.sandbox import SandboxPlatform, SandboxProfile
     from insurance.sandbox_data import SandboxDataError
     from insurance.server import DEMO_SECRET, create_app, is_loopback, serve
 
     data = Path(args.data) if args.data else _configured_data(settings)
+    profile = SandboxProfile(args.profile or _configured_profile(settings))
     try:
-        platform = SandboxPlatform.from_file(data)
+        platform = SandboxPlatform.from_file(data, profile=profile)
     except (SandboxDataError, OSError) as e:
         raise _Refused(f"cannot load the sandbox data: {e}", EXIT_USAGE) from None
     secret = _secret(args.secret_file)
@@ -176,7 +197,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     app = create_app(platform, keys={args.key_id: secret})
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(
-        f"Sandbox insurance platform on http://{host}:{args.port} (key id {args.key_id!r}); Ctrl-C stops it."
+        f"Sandbox insurance platform ({profile.value}) on http://{host}:{args.port} "
+        f"(key id {args.key_id!r}); Ctrl-C stops it."
     )
     print(f"The contract: http://{host}:{args.port}/docs", flush=True)
     serve(app, args.host, args.port)
@@ -300,6 +322,10 @@ def _admin(args: argparse.Namespace) -> int:
         elif command == "unlock":
             admin.call("POST", f"{path}/unlock")
             print(f"{label}: unlocked")
+        elif command == "face-check":
+            passed = args.outcome == "pass"
+            admin.call("POST", f"{path}/face-check", {"passed": passed})
+            print(f"{label}: face check {'passed' if passed else 'failed'}")
         else:
             admin.call("POST", f"{path}/sync-delay", {"seconds": args.seconds})
             print(f"{label}: " + (f"data lags {args.seconds} s behind" if args.seconds else "in sync"))

@@ -81,7 +81,9 @@ class StateCodec:
                 for k, v in session.pending
                 if v is not None
             }
-            record["pending"] = self.cipher.encrypt(json.dumps(pending), context=f"pending|{user}")
+            # default: the face check's start (a datetime) as ISO text, which PendingBind reads back.
+            text = json.dumps(pending, default=lambda v: v.isoformat())
+            record["pending"] = self.cipher.encrypt(text, context=f"pending|{user}")
         return json.dumps(record)
 
     def decode_session(self, user: UserKey, raw: bytes | None) -> Session:

@@ -187,6 +187,7 @@ def message_in(message: Message, update_id: int) -> MessageIn:
         text=text,
         message_id=message.message_id,
         command=text.startswith("/"),
+        location=(message.location.latitude, message.location.longitude) if message.location else None,
     )
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from dialogs.i18n import Catalogs
-from dialogs.models import Button, Inbound, Reply, UserKey
+from dialogs.models import Button, Inbound, Location, Reply, UserKey
 from dialogs.ports import NO_METRICS, ChatMetrics, Undeliverable
 from platforms.sequencer import Sequencer
 from platforms.telegram.render import CAPTION_LIMIT, as_html, split_text
@@ -98,6 +98,8 @@ class MessageIn:
     message_id: int
     command: bool = False
     """The text starts with a ``/command`` (only those are answered in groups)."""
+    location: tuple[float, float] | None = None
+    """A shared location's latitude and longitude (the message then has no text)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +196,8 @@ class TelegramCore:
         await self.sequencer.run(str(user_id), lambda: self._message(m, user_id))
 
     async def _message(self, m: MessageIn, user_id: int) -> None:
-        inbound = Inbound(user=user_key(user_id), text=m.text, locale=m.language_code)
+        where = Location(lat=m.location[0], lon=m.location[1]) if m.location is not None else None
+        inbound = Inbound(user=user_key(user_id), text=m.text, locale=m.language_code, location=where)
         replies = await self.handle(inbound)
         deleted = False
         if replies and replies[0].sensitive_input:

@@ -188,6 +188,7 @@ def message_in(update: Update) -> MessageIn | None:
         text=text,
         message_id=message.message_id,
         command=text.startswith("/"),
+        location=(message.location.latitude, message.location.longitude) if message.location else None,
     )
 
 

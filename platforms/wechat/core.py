@@ -8,7 +8,9 @@
   its command (``menu.py``); unfollowing (``unsubscribe``) marks the user unreachable, as Telegram's
   403 does, and is not answered;
 - the subscription-message events record what the user accepted or rejected;
-- voice, pictures, places and the like get "I understand text" (they open the window all the same);
+- a location message (Location_X latitude, Location_Y longitude) asks for the nearest designated
+  institutions;
+- voice, pictures, links and the like get "I understand text" (they open the window all the same);
 - each message is handled once: WeChat sends a callback again when it had no answer within 5 s, and
   the id (``MsgId``; for events the sender, ``CreateTime`` and event) is kept in Redis for 10 minutes,
   so a repeat, on any instance, is answered ``success`` and not handled.
@@ -47,7 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dialogs.i18n import Catalogs
-from dialogs.models import Inbound, Reply, UserKey
+from dialogs.models import Inbound, Location, Reply, UserKey
 from dialogs.ports import Held, Undeliverable
 from platforms.sequencer import Sequencer
 from platforms.tencent.text import Part, compose, split_bytes
@@ -72,7 +74,7 @@ PLATFORM = "wx"
 DEDUP_SECONDS = 600
 """Longer than WeChat's three retries (about 5 s apart) by far."""
 _OPENID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_NOT_TEXT = frozenset({"image", "voice", "video", "shortvideo", "location", "link", "file"})
+_NOT_TEXT = frozenset({"image", "voice", "video", "shortvideo", "link", "file"})
 
 
 def user_key(openid: str) -> UserKey:
@@ -161,7 +163,16 @@ class WechatCore:
             return Answer()
         user = user_key(openid)
         text: str | None = None
-        if kind == "text":
+        where: Location | None = None
+        if kind == "location":
+            await self.state.opened(user, event=False)
+            try:
+                where = Location(lat=float(msg.get("Location_X")), lon=float(msg.get("Location_Y")))
+            except ValueError:
+                log.info("a WeChat location without coordinates was answered success")
+                return Answer()
+            text = ""
+        elif kind == "text":
             await self.state.opened(user, event=False)
             text = await self._chosen(user, msg.get("Content"), msg.get("bizmsgmenuid"))
         elif kind == "event":
@@ -175,7 +186,7 @@ class WechatCore:
             log.info("a WeChat message of an unknown type was answered success: %s", kind[:32] or "?")
         if text is None:
             return Answer()
-        return await self._answer(_Turn(user, openid, account), text, received)
+        return await self._answer(_Turn(user, openid, account), text, received, where)
 
     async def _event(self, user: UserKey, event: str, msg: XmlMessage) -> str | None:
         if event == "subscribe":
@@ -229,9 +240,11 @@ class WechatCore:
 
     # -- the turn and its answer ----------------------------------------------------------------
 
-    async def _answer(self, turn: _Turn, text: str, received: float) -> Answer:
+    async def _answer(
+        self, turn: _Turn, text: str, received: float, location: Location | None = None
+    ) -> Answer:
         async def run() -> None:
-            turn.replies = tuple(await self.handle(Inbound(user=turn.user, text=text)))
+            turn.replies = tuple(await self.handle(Inbound(user=turn.user, text=text, location=location)))
             turn.held = await self.state.take_held(turn.user)
 
         task = asyncio.create_task(self.sequencer.run(turn.openid, run))

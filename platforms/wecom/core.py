@@ -40,7 +40,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from dialogs.i18n import Catalogs
-from dialogs.models import Inbound, Reply, UserKey
+from dialogs.models import Inbound, Location, Reply, UserKey
 from dialogs.ports import Undeliverable
 from platforms.sequencer import Sequencer
 from platforms.tencent.text import Part, compose, language_of, numbered
@@ -61,7 +61,7 @@ MAX_BUTTONS = 6
 CARD_TEXT = 112
 """Characters of a card's sub-title WeCom shows; a longer text goes as a text message before the card."""
 _USERID = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
-_NOT_TEXT = frozenset({"image", "voice", "video", "location", "link", "file"})
+_NOT_TEXT = frozenset({"image", "voice", "video", "link", "file"})
 
 
 def user_key(corp_id: str, userid: str) -> UserKey:
@@ -141,7 +141,14 @@ class WecomCore:
             log.info("a repeated WeCom callback (type %s) was answered and not handled again", kind)
             return Answer()
         user = user_key(self.corp_id, userid)
-        if kind == "text":
+        where: Location | None = None
+        if kind == "location":  # Location_X latitude, Location_Y longitude, as on WeChat
+            try:
+                where = Location(lat=float(msg.get("Location_X")), lon=float(msg.get("Location_Y")))
+            except ValueError:
+                return Answer()
+            text = ""
+        elif kind == "text":
             text = await self._chosen(user, msg.get("Content"))
         elif kind == "event":
             if event == "template_card_event":
@@ -163,7 +170,7 @@ class WecomCore:
         else:
             log.info("a WeCom message of an unknown type was answered: %s", kind[:32] or "?")
             return Answer()
-        return await self._answer(user, userid, text, received)
+        return await self._answer(user, userid, text, received, where)
 
     def _say(self, user: UserKey, userid: str, text: str) -> Answer:
         """An answer of one text, sent after the response."""
@@ -219,14 +226,18 @@ class WecomCore:
                 log.info("could not update a clicked card: %s", e)
         return await self._answer(user, userid, offered.payloads[n], received)
 
-    async def _answer(self, user: UserKey, userid: str, text: str, received: float) -> Answer:
+    async def _answer(
+        self, user: UserKey, userid: str, text: str, received: float, location: Location | None = None
+    ) -> Answer:
         name: SecretStr | None = None
         if self.prefill_name and _is_bind(text):
             name = await self._directory_name(user, userid)
         replies: list[Reply] = []
 
         async def run() -> None:
-            replies.extend(await self.handle(Inbound(user=user, text=text, directory_name=name)))
+            replies.extend(
+                await self.handle(Inbound(user=user, text=text, directory_name=name, location=location))
+            )
 
         task = asyncio.create_task(self.sequencer.run(userid, run))
         left = self.reply_within_seconds - (time.monotonic() - received)

@@ -335,6 +335,10 @@ class FakeUser:
         """Send the bot a message (``/commands`` carry ``bot_command`` entities); returns its message_id."""
         return self._emulator._user_says(self, text)
 
+    def shares_location(self, latitude: float, longitude: float) -> int:
+        """Send the bot a location (a Message with ``location`` and no ``text``); its message_id."""
+        return self._emulator._user_says(self, "", location={"latitude": latitude, "longitude": longitude})
+
     def presses(self, callback_data: str, message_id: int, *, require_button: bool = True) -> str:
         """Press an inline button of one of the bot's messages; returns the callback query id.
 
@@ -716,7 +720,7 @@ class BotApiEmulator:
         self._last_update_id += 1
         return self._last_update_id
 
-    def _user_says(self, user: FakeUser, text: str) -> int:
+    def _user_says(self, user: FakeUser, text: str, location: JSON | None = None) -> int:
         with self._lock:
             message_id = user._next_message_id()
             message: JSON = {
@@ -724,8 +728,11 @@ class BotApiEmulator:
                 "from": user._user_json(),
                 "chat": user._chat_json(),
                 "date": int(time.time()),
-                "text": text,
             }
+            if location is not None:  # a Location message carries no text
+                message["location"] = location
+            else:
+                message["text"] = text
             commands = _bot_command_entities(text)
             if commands:
                 message["entities"] = commands

@@ -174,6 +174,18 @@ def whole_conversation(emulator: BotApiEmulator, start_bot: BotFactory, sync_red
         assert code not in log
 
 
+def test_a_shared_location_gets_the_nearest_designated_institutions(
+    emulator: BotApiEmulator, start_bot: BotFactory
+) -> None:
+    start_bot()
+    user = emulator.user(1501, language_code="zh-hans")
+    before = len(user.inbox)
+    user.shares_location(39.9288, 116.4160)  # 北京市东城区
+    nearest = user.wait_for("离你最近的定点医药机构", after=before).text
+    assert "东城区" in nearest
+    assert "公里" in nearest or "米" in nearest
+
+
 def test_a_429_is_waited_out_and_the_reply_still_arrives(
     emulator: BotApiEmulator, start_bot: BotFactory
 ) -> None:

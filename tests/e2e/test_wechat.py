@@ -298,6 +298,18 @@ def test_an_xml_bomb_and_junk_are_answered_success_and_nothing_breaks(
     assert "malformed" in log
 
 
+def test_a_location_message_gets_the_nearest_designated_institutions(
+    emulator: WechatEmulator, start_bot: BotFactory
+) -> None:
+    start_bot()
+    user = emulator.user()
+    user.follows()
+    before = len(user.inbox)
+    user.sends_location(31.2304, 121.4846, label="上海市黄浦区")
+    nearest = user.wait_for("离你最近的定点医药机构", after=before)
+    assert "黄浦区" in nearest.text
+
+
 def test_alerts_inside_and_outside_the_window_and_deferred(
     emulator: WechatEmulator, start_bot: BotFactory, sync_redis: redis.Redis
 ) -> None:

@@ -168,6 +168,17 @@ def test_the_whole_conversation_with_template_cards_in_chinese_and_english(
     del question
 
 
+def test_a_location_message_gets_the_nearest_designated_institutions(
+    emulator: WecomEmulator, start_bot: BotFactory
+) -> None:
+    start_bot()
+    member = emulator.member("li.lei")
+    before = len(member.inbox)
+    member.sends_location(22.5329, 113.9305, label="深圳市南山区")
+    nearest = member.wait_for("离你最近的定点医药机构", after=before)
+    assert "南山区" in nearest.text
+
+
 def test_a_click_on_a_card_answered_already_changes_nothing(
     emulator: WecomEmulator, start_bot: BotFactory, sync_redis: redis.Redis
 ) -> None:

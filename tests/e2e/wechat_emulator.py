@@ -184,6 +184,20 @@ class WxUser:
         }
         return self.emulator.deliver(self, fields)
 
+    def sends_location(self, latitude: float, longitude: float, label: str = "") -> Callback:
+        """A location message as WeChat documents it: Location_X latitude, Location_Y longitude."""
+        self.last_message_at, self.window_used = self.emulator.now(), 0
+        self._msg_id += 1
+        fields = {
+            **self._base("location"),
+            "Location_X": f"{latitude:.6f}",
+            "Location_Y": f"{longitude:.6f}",
+            "Scale": 15,
+            "Label": label,
+            "MsgId": self._msg_id,
+        }
+        return self.emulator.deliver(self, fields)
+
     def event(self, event: str, **extra: str | int) -> Callback:
         return self.emulator.deliver(self, {**self._base("event"), "Event": event, **extra})
 

@@ -81,6 +81,19 @@ class Member:
         self._msg_id += 1
         return self.emulator.deliver({**self._base("text"), "Content": text, "MsgId": self._msg_id})
 
+    def sends_location(self, latitude: float, longitude: float, label: str = "") -> Callback:
+        """A location message as WeCom documents it: Location_X latitude, Location_Y longitude."""
+        self._msg_id += 1
+        fields = {
+            **self._base("location"),
+            "Location_X": f"{latitude:.6f}",
+            "Location_Y": f"{longitude:.6f}",
+            "Scale": 15,
+            "Label": label,
+            "MsgId": self._msg_id,
+        }
+        return self.emulator.deliver(fields)
+
     def clicks(self, button: str, *, card: Card | None = None, force: bool = False) -> Callback:
         """Clicks the button showing ``button`` on ``card`` (else the newest card that has one). A
         card already updated has nothing to click, unless ``force`` (a double tap racing the update)."""

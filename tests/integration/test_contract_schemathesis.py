@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis import Case, CheckContext, Response
 
 from insurance import wire
-from insurance.sandbox import SandboxPlatform
+from insurance.sandbox import SandboxPlatform, SandboxProfile
 from insurance.server import create_app
 
 KEY_ID = "schemathesis"
@@ -42,6 +42,13 @@ expected-statuses = ["2xx", "3xx", "4xx", "503"]
 )
 APP = create_app(SandboxPlatform.from_file(), keys={KEY_ID: SECRET})
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP, config=CONFIG)
+# The same contract served by a platform whose bind asks for its face check (lookups answer 428,
+# verifications are looked up): fewer examples, since only the bind's answers differ.
+FACE_EXAMPLES = 25
+FACE_APP = create_app(SandboxPlatform.from_file(profile=SandboxProfile.FACE_CHECK), keys={KEY_ID: SECRET})
+face_schema = schemathesis.openapi.from_asgi("/openapi.json", FACE_APP, config=CONFIG).include(
+    path_regex="lookup|verifications|capabilities"
+)
 
 
 @schemathesis.check
@@ -95,4 +102,15 @@ class Sign(requests.auth.AuthBase):
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 def test_the_server_keeps_the_contract(case: Case[Any]) -> None:
+    case.call_and_validate(auth=Sign(), checks=CHECKS)
+
+
+@face_schema.parametrize()
+@settings(
+    max_examples=FACE_EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+def test_a_face_check_platform_keeps_the_contract(case: Case[Any]) -> None:
     case.call_and_validate(auth=Sign(), checks=CHECKS)

@@ -175,7 +175,7 @@ def test_the_shipped_openapi_document_is_the_generated_one(server: Server) -> No
     assert served == json.loads(shipped)
     assert served["openapi"].startswith("3.1")
     assert served["info"]["title"] == "Yibao insurance platform contract"
-    assert served["info"]["version"] == "1.0.0"
+    assert served["info"]["version"] == "1.1.0"  # 1.1 only added to 1.0
     assert "HMAC-SHA256" in served["info"]["description"]
     assert set(served["paths"]) == {
         wire.PATH_LOOKUP,
@@ -183,6 +183,13 @@ def test_the_shipped_openapi_document_is_the_generated_one(server: Server) -> No
         wire.PATH_TRANSACTIONS,
         wire.PATH_BATCH,
         wire.PATH_HEALTH,
+        wire.PATH_CAPABILITIES,
+        wire.PATH_INSTITUTIONS,
+        wire.PATH_DRUGS,
+        wire.PATH_VOUCHER,
+        wire.PATH_CONTRIBUTIONS,
+        wire.PATH_FAMILY,
+        wire.PATH_VERIFICATION,
     }
     schemes = served["components"]["securitySchemes"]
     assert {s["name"] for s in schemes.values()} == {

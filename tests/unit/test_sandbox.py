@@ -34,6 +34,7 @@ from insurance.sandbox_data import (
     Scenario,
     parse_sandbox_data,
 )
+from insurance.sandbox_extras import local_card_number
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "insurance" / "data" / "sandbox.json"
@@ -217,7 +218,9 @@ def test_people_listing(data: SandboxData) -> None:
         region_name=next(r.name for r in data.regions if r.code == locked.region),
         kind=locked.kind,
         scenario=Scenario.LOCKED,
+        local_card_number=local_card_number(locked.member_id),
     )
+    assert listed.local_card_number.startswith("SB")
 
 
 # --- loading a bad file -----------------------------------------------------------------------------
