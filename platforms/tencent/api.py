@@ -21,6 +21,7 @@ import asyncio
 import json
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -97,7 +98,7 @@ def json_body(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-class TokenApi:
+class TokenApi(ABC):
     """A client of one app (an official account, a WeCom app) of one platform."""
 
     platform = "?"
@@ -128,9 +129,9 @@ class TokenApi:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    @abstractmethod
     async def fetch_token(self, *, force: bool = False) -> CachedToken:
         """A new token from the platform (each platform's own endpoint)."""
-        raise NotImplementedError
 
     def refusal(self, code: int, message: str) -> ApiRefusal:
         """The exception for a refusal with this code (subclasses name the ones callers act on)."""
