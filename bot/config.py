@@ -543,6 +543,29 @@ class WecomSettings(_Section):
         return self
 
 
+class WebSettings(_Section):
+    """Yibao's own pages (``platforms/web``), opened from the chat: the bind form, the account, the
+    alert and the unbind, so the ID number never sits in a chat history. Served on the [http] server."""
+
+    enabled: bool = False
+    """Serve the pages and offer them in the chat (``/web``, Telegram's menu button, the WeChat and
+    WeCom menus' "open" entry)."""
+    public_url: Annotated[str, Field(pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")] | None = None
+    """The address users reach the [http] server at, e.g. ``https://yibao.example.com`` (behind your
+    TLS proxy). Telegram, WeChat and WeCom open only https pages; ``yibao chat`` uses its own loopback
+    ``http://127.0.0.1:<port>`` when this is unset."""
+    max_age_seconds: Annotated[int, Field(ge=30, le=86_400)] = 3600
+    """How old a Telegram Mini App's ``initData`` (its ``auth_date``) may be."""
+    session_seconds: Annotated[int, Field(ge=60, le=86_400)] = 1800
+    """How long a page session lasts without use."""
+
+    @model_validator(mode="after")
+    def _complete(self) -> WebSettings:
+        if self.public_url is not None:
+            self.public_url = self.public_url.rstrip("/")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="YIBAO_",
@@ -565,6 +588,7 @@ class Settings(BaseSettings):
     telegram: TelegramSettings = TelegramSettings()
     wechat: WechatSettings = WechatSettings()
     wecom: WecomSettings = WecomSettings()
+    web: WebSettings = WebSettings()
 
     _deprecations: list[str] = PrivateAttr(default_factory=list)
 
