@@ -1,4 +1,6 @@
-"""/alert: show, set and remove the threshold under which the user wants to hear from Yibao.
+"""/alert: show, set and remove the threshold under which the user wants to hear from Yibao, and
+the other alert kinds where the platform provides their data (``/alert credit on``: the monthly
+credit arrived; ``/alert family on``: a family member spent from the account; ``dialogs.notices``).
 
 An alert watches the personal account (个人账户). A member without one (most residents' insurance)
 is never promised an alert that cannot come: they are told why, and what Yibao can tell them instead.
@@ -17,10 +19,21 @@ from dialogs.models import (
     Session,
     State,
 )
+from dialogs.notices import AlertKind
 from dialogs.ports import InsuranceProblem, ProblemCode
 from dialogs.turn import Turn
 
 _OFF = frozenset({"off", "stop", "none", "关闭", "关", "取消", "停止", "不用了"})
+_ON = frozenset({"on", "start", "yes", "开", "开启", "打开", "开通"})
+_KINDS = {
+    "credit": AlertKind.CREDIT,
+    "划入": AlertKind.CREDIT,
+    "到账": AlertKind.CREDIT,
+    "family": AlertKind.FAMILY,
+    "家庭": AlertKind.FAMILY,
+    "共济": AlertKind.FAMILY,
+    "家人": AlertKind.FAMILY,
+}
 
 
 class AlertFlow(Turn):
@@ -29,10 +42,18 @@ class AlertFlow(Turn):
             return self.out(
                 self.t.gettext("Bind your insurance account first (/bind), then I can watch its balance.")
             )
+        first, _, rest = arg.partition(" ")
+        kind = _KINDS.get(first.lower())
+        if kind is not None:
+            return await self.kind_alert(kind, rest.strip().lower())
         if arg.lower() in _OFF:
             if self.profile.threshold is None:
                 return self.out(self.t.gettext("No alert was set."))
-            return self.out(self.t.gettext("Alert turned off."), clear_threshold=True)
+            return self.out(
+                self.t.gettext("Alert turned off."),
+                clear_threshold=True,
+                keep_checking=bool(self.profile.alert_kinds),
+            )
         cannot = await self.cannot_alert()
         if cannot is not None:
             return cannot
@@ -48,7 +69,96 @@ class AlertFlow(Turn):
                 "I'll alert you when your personal account drops below {amount}. Send a new amount to "
                 "change it, or /alert off to turn it off."
             ).format(amount=self.money(self.profile.threshold))
-        return self.out(text, session=Session(state=State.ALERT_AMOUNT))
+        kinds = await self.kinds_lines()
+        return self.out("\n".join((text, *kinds)), session=Session(state=State.ALERT_AMOUNT))
+
+    async def offered_kinds(self) -> tuple[AlertKind, ...]:
+        """The alert kinds the bound member's platform provides the data for."""
+        binding = self.profile.binding
+        if binding is None or binding.personal_account is False:
+            return ()
+        offers = await self.insurance.offers(binding.platform)
+        return tuple(
+            kind
+            for kind, given in (
+                (AlertKind.CREDIT, offers.credit_alerts),
+                (AlertKind.FAMILY, offers.family_alerts),
+            )
+            if given
+        )
+
+    async def kinds_lines(self) -> tuple[str, ...]:
+        t = self.t
+        lines = []
+        for kind in await self.offered_kinds():
+            on = kind.value in self.profile.alert_kinds
+            if kind is AlertKind.CREDIT:
+                lines.append(
+                    t.gettext("The monthly credit arrived: on (/alert credit off).")
+                    if on
+                    else t.gettext("The monthly credit arrived: off (/alert credit on).")
+                )
+            else:
+                lines.append(
+                    t.gettext("A family member spent from your account: on (/alert family off).")
+                    if on
+                    else t.gettext("A family member spent from your account: off (/alert family on).")
+                )
+        return tuple(lines)
+
+    async def kind_alert(self, kind: AlertKind, switch: str) -> Outcome:
+        """``/alert credit on|off``, ``/alert family on|off`` (and their Chinese words)."""
+        t = self.t
+        on = kind.value in self.profile.alert_kinds
+        if switch in _OFF:
+            if not on:
+                return self.out(t.gettext("That alert was not on."))
+            keep = self.profile.threshold is not None or bool(self.profile.alert_kinds - {kind.value})
+            return self.with_kinds(
+                self.out(t.gettext("Alert turned off.")), off=frozenset({kind.value}), keep_checking=keep
+            )
+        if switch and switch not in _ON:
+            return self.out(
+                t.gettext("Send /alert {kind} on to turn it on, or /alert {kind} off.").format(
+                    kind=kind.value
+                )
+            )
+        if kind not in await self.offered_kinds():
+            return self.out(
+                t.gettext(
+                    "Your insurance platform does not provide the data for this alert. /alert shows the "
+                    "alerts it can give."
+                )
+            )
+        if on:
+            return self.out(
+                t.gettext("That alert is on already. /alert {kind} off turns it off.").format(kind=kind.value)
+            )
+        text = (
+            t.gettext(
+                "OK: I'll tell you when the monthly credit (划入) arrives in your personal account. "
+                "/alert credit off turns it off."
+            )
+            if kind is AlertKind.CREDIT
+            else t.gettext(
+                "OK: I'll tell you when a family member (家庭共济) spends from your personal account. "
+                "/alert family off turns it off."
+            )
+        )
+        return self.with_kinds(self.out(text), on=frozenset({kind.value}))
+
+    def with_kinds(
+        self,
+        outcome: Outcome,
+        *,
+        on: frozenset[str] = frozenset(),
+        off: frozenset[str] = frozenset(),
+        keep_checking: bool = False,
+    ) -> Outcome:
+        update: dict[str, object] = {"kinds_on": on, "kinds_off": off, "keep_checking": keep_checking}
+        if on and self.profile.threshold is None and not self.profile.alert_kinds:
+            update["alert_locale"] = self.locale
+        return outcome.model_copy(update=update)
 
     async def cannot_alert(self) -> Outcome | None:
         """Why no alert can be set for this member (no personal account, a platform gone), or None.
@@ -107,7 +217,14 @@ class AlertFlow(Turn):
                     amount=self.money(self.profile.threshold or Decimal(0))
                 )
             )
-        return self.out("\n".join(texts), clear_threshold=clear, cache_balance=fresh)
+        outcome = self.out("\n".join(texts), clear_threshold=clear, cache_balance=fresh)
+        if self.profile.alert_kinds:  # they watch a personal account too
+            texts.append(
+                t.gettext("The credit and family alerts are off too: they watch a personal account.")
+            )
+            outcome = self.out("\n".join(texts), clear_threshold=clear, cache_balance=fresh)
+            return outcome.model_copy(update={"kinds_off": self.profile.alert_kinds})
+        return outcome
 
     async def set_alert(self, text: str, *, checked: bool = False) -> Outcome:
         t = self.t

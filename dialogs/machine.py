@@ -32,6 +32,7 @@ from dialogs.models import (
     UserKey,
     UserState,
 )
+from dialogs.notices import AlertKind
 from dialogs.places import PlacesFlow
 from dialogs.ports import (
     ChartPort,
@@ -401,6 +402,14 @@ class _Turn(BindingFlow, AccountFlow, AlertFlow, PlacesFlow, MemberInfoFlow):
                 'You can also just ask: "how much is left?", "how much did the pooled fund pay this year?".'
             )
         extra = self.offer_lines(await self.offered())
+        for kind in await self.offered_kinds():
+            extra += (
+                (self.t.gettext("/alert credit on — tell me when the monthly credit arrives"),)
+                if kind is AlertKind.CREDIT
+                else (
+                    self.t.gettext("/alert family on — tell me when a family member spends from my account"),
+                )
+            )
         if extra:
             text += "\n" + self.t.gettext("Your insurance platform also offers:") + "\n" + "\n".join(extra)
         return self.with_flow(Reply(text=text))
@@ -536,6 +545,11 @@ class _Turn(BindingFlow, AccountFlow, AlertFlow, PlacesFlow, MemberInfoFlow):
             "alert.threshold": t.gettext("alert below"),
             "alert.state": t.gettext("alert state"),
             "alert.language": t.gettext("language of alerts"),
+            "alert.credit": t.gettext("alert when the monthly credit arrives"),
+            "alert.family": t.gettext("alert when a family member spends from your account"),
+            "alert.family_seen": t.gettext(
+                "relatives' spending this year when last told (amounts only, no names)"
+            ),
             "settings.language": t.gettext("language"),
             "session": t.gettext("conversation in progress"),
             "session.name": t.gettext("name being bound"),

@@ -142,6 +142,8 @@ class Profile(_Frozen):
     binding: Binding | None = None
     threshold: Decimal | None = None
     lang: str | None = None
+    alert_kinds: frozenset[str] = frozenset()
+    """The alert kinds beyond the low balance that are on (``dialogs.notices.AlertKind`` values)."""
 
 
 class BalanceView(_Frozen):
@@ -212,6 +214,11 @@ class Outcome(_Frozen):
     """With ``set_threshold``: the language the user was answered in, which their alerts will speak
     (unless they chose one with ``/lang``)."""
     clear_threshold: bool = False
+    kinds_on: frozenset[str] = frozenset()
+    """Alert kinds turned on (``dialogs.notices.AlertKind`` values): checked from the next tick."""
+    kinds_off: frozenset[str] = frozenset()
+    keep_checking: bool = False
+    """With ``clear_threshold`` or ``kinds_off``: other alerts stay on, so the user stays scheduled."""
     set_lang: str | None = None
     cache_balance: CachedBalance | None = None
     """Keep this balance for the configured cache time (a new binding drops any cached one)."""
@@ -230,6 +237,8 @@ class Outcome(_Frozen):
             and self.set_binding is None
             and self.set_threshold is None
             and not self.clear_threshold
+            and not self.kinds_on
+            and not self.kinds_off
             and self.set_lang is None
             and self.cache_balance is None
             and not self.erase

@@ -36,7 +36,18 @@ from bot.storage.keys import Keys, UserKind
 from bot.storage.streams import Entry, ShardedReader
 from dialogs.crossing import AlertFacts, Verdict, Watch, judge
 from dialogs.models import BalanceView, MemberId, PlatformName, UserKey
-from dialogs.ports import Clock, InsuranceProblem
+from dialogs.notices import (
+    FAMILY_SEEN,
+    KIND_FIELDS,
+    AlertKind,
+    CreditFacts,
+    FamilyFacts,
+    News,
+    judge_credit,
+    judge_family,
+    token_of,
+)
+from dialogs.ports import Clock, ContributionView, InsuranceProblem, RelativeView
 
 log = logging.getLogger(__name__)
 
@@ -65,17 +76,20 @@ end
 return #due
 """
 
-# KEYS: the profiles of a batch of users. Four values each, in order (nil where missing): the
+# KEYS: the profiles of a batch of users. Seven values each, in order (nil where missing): the
 # binding's head (``b``, or the whole binding of a user bound before that layout), threshold, alert,
-# alert_sent. One command for the batch, where a pipeline of HMGETs costs the client as much again per user.
+# alert_sent, and the other kinds' watches: credit, family, family_seen. One command for the batch,
+# where a pipeline of HMGETs costs the client as much again per user.
 _READ = """
 local out = {}
 for _, key in ipairs(KEYS) do
-  local v = redis.call('HMGET', key, 'b', 'threshold', 'alert', 'alert_sent', 'binding')
+  local v = redis.call('HMGET', key, 'b', 'threshold', 'alert', 'alert_sent', 'binding', 'credit', 'family', 'family_seen')
   out[#out + 1] = v[1] or v[5]; out[#out + 1] = v[2]; out[#out + 1] = v[3]; out[#out + 1] = v[4]
+  out[#out + 1] = v[6]; out[#out + 1] = v[7]; out[#out + 1] = v[8]
 end
 return out
 """
+ROW = 7
 
 # The same on a cluster, for the users whose keys one master holds (their names in ARGV: see
 # bot.storage.batch.CROSS_SLOT): one table per user.
@@ -84,14 +98,14 @@ _READ_CLUSTER = (
     + """
 local out = {}
 for i, key in ipairs(ARGV) do
-  local v = redis.call('HMGET', key, 'b', 'threshold', 'alert', 'alert_sent', 'binding')
-  out[i] = {v[1] or v[5], v[2], v[3], v[4]}
+  local v = redis.call('HMGET', key, 'b', 'threshold', 'alert', 'alert_sent', 'binding', 'credit', 'family', 'family_seen')
+  out[i] = {v[1] or v[5], v[2], v[3], v[4], v[6], v[7], v[8]}
 end
 return out
 """
 )
 
-PROFILE_FIELDS = ("b", "threshold", "alert", "alert_sent", OLD_BINDING)
+PROFILE_FIELDS = ("b", "threshold", "alert", "alert_sent", OLD_BINDING, *KIND_FIELDS)
 
 # KEYS: the user's profile. ARGV: the threshold and watch the check saw, the watch to write.
 _MARK = """
@@ -101,7 +115,16 @@ redis.call('HSET', KEYS[1], 'alert', ARGV[3])
 return 1
 """
 
-# KEYS: schedule. ARGV: users found without a threshold. One that just subscribed again has
+# KEYS: the user's profile. ARGV: the kind's field, the watch the check saw, the watch to write, and
+# for the family the field of its figures and the figures to write ("" for none).
+_MARK_KIND = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], ARGV[4], ARGV[5]) end
+return 1
+"""
+
+# KEYS: schedule. ARGV: users found with nothing to check (no threshold, no other kind on). One that just subscribed again has
 # score 0 (set with the threshold) and stays.
 _FORGET = """
 local n = 0
@@ -122,6 +145,8 @@ class CheckReport:
     """No sure balance (a platform problem, a stale figure, no personal account): tried next round."""
     unsubscribed: int = 0
     unreachable: int = 0
+    notices: int = 0
+    """Alerts of the other kinds queued (a credit arrived, a family member spent)."""
 
     def add(self, other: CheckReport) -> None:
         for name in self.__slots__:
@@ -134,10 +159,16 @@ class _Subscriber:
     platform: PlatformName
     member_id: MemberId
     threshold_raw: str
-    threshold: Decimal
+    threshold: Decimal | None
     mark: str
     watch: Watch
     balance: BalanceView | InsuranceProblem | None = field(default=None)
+    credit: str | None = None
+    """The credit alert's watch (``dialogs.notices``), None when it is off."""
+    family: str | None = None
+    family_seen: str | None = None
+    months: tuple[ContributionView, ...] | None = None
+    relatives: tuple[RelativeView, ...] | None = None
 
 
 class Checker:
@@ -180,6 +211,7 @@ class Checker:
         self._read = redis.register_script(_READ)
         self._mark = redis.register_script(_MARK)
         self._forget = redis.register_script(_FORGET)
+        self._mark_kind = redis.register_script(_MARK_KIND)
         self._slots: defaultdict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(platform_concurrency)
         )
@@ -246,6 +278,8 @@ class Checker:
         crossings: list[tuple[_Subscriber, BalanceView]] = []
         rearm: list[_Subscriber] = []
         for s in subscribers:
+            if s.threshold is None:
+                continue
             balance = s.balance
             if not isinstance(balance, BalanceView):
                 report.unknown += 1
@@ -270,7 +304,66 @@ class Checker:
                     call(pipe, self._mark, [profile], [s.threshold_raw, s.mark, fresh])
 
             report.rearmed += sum(map(int, await send(self.redis, fill, scripts=[self._mark])))
+        await self._kinds(subscribers, report)
         return report
+
+    async def _kinds(self, subscribers: list[_Subscriber], report: CheckReport) -> None:
+        """The other alert kinds: a new credit, a family member's spending. Their data is asked one
+        member at a time (the platforms have no batch call for it), under the same per-platform
+        limit as the balances."""
+        found_at = self.clock.now()
+        year = found_at.astimezone(self.rounds.tz).year
+        news: list[tuple[_Subscriber, AlertKind, News[CreditFacts] | News[FamilyFacts]]] = []
+        for s in subscribers:
+            if s.credit is not None and s.months is not None:
+                credit = judge_credit(s.credit, s.months)
+                if credit is not None:
+                    news.append((s, AlertKind.CREDIT, credit))
+            if s.family is not None and s.relatives is not None:
+                family = judge_family(s.family, s.family_seen, year, s.relatives, found_at)
+                if family is not None:
+                    news.append((s, AlertKind.FAMILY, family))
+        if not news:
+            return
+        told = [n for n in news if n[2].facts is not None]
+        if told:
+
+            def ask(pipe: Pipeline) -> None:
+                for s, _, _ in told:
+                    pipe.exists(self.keys.user(s.user, UserKind.UNREACHABLE))
+
+            gone = await send(self.redis, ask)
+            reachable = [n for n, away in zip(told, gone, strict=True) if not away]
+            report.unreachable += len(told) - len(reachable)
+            unreachable = {(s.user, k) for (s, k, _), away in zip(told, gone, strict=True) if away}
+            news = [n for n in news if (n[0].user, n[1]) not in unreachable]
+
+            def put(pipe: Pipeline) -> None:
+                for s, kind, item in reachable:
+                    assert item.facts is not None
+                    self.outbox.put(pipe, s.user, token_of(item.mark), item.facts, found_at, kind=kind.value)
+
+            if reachable:
+                streams = {self.outbox.stream_of(s.user) for s, _, _ in reachable}
+                await send(self.redis, put, topology=self.topology, protect=sorted(streams))
+                for s, kind, _ in reachable:
+                    metrics.ALERTS_QUEUED.labels(metrics.platform_of(s.user)).inc()
+                    log.info("%s alert queued for %s", kind.value, s.user)
+                report.notices += len(reachable)
+
+        def mark(pipe: Pipeline) -> None:
+            for s, kind, item in news:
+                before = s.credit if kind is AlertKind.CREDIT else s.family
+                seen = [FAMILY_SEEN, item.seen] if item.seen is not None else ["", ""]
+                call(
+                    pipe,
+                    self._mark_kind,
+                    [self.keys.user(s.user, UserKind.PROFILE)],
+                    [kind.value, before or "", item.mark, *seen],
+                )
+
+        # A crash between the outbox and the mark queues the same token again: the sender sends it once.
+        await send(self.redis, mark, scripts=[self._mark_kind])
 
     async def _forget_all(self, gone: list[str]) -> int:
         by_shard: defaultdict[int, list[str]] = defaultdict(list)
@@ -295,23 +388,31 @@ class Checker:
                     pipe.hmget(profile, PROFILE_FIELDS)
 
             rows = await send(self.redis, fill)
-            return [[head or old, *rest] for head, *rest, old in rows]
+            return [
+                [head, threshold, mark, sent, *kinds] if head else [old, threshold, mark, sent, *kinds]
+                for head, threshold, mark, sent, old, *kinds in rows
+            ]
         flat = await self._read(keys=profiles)
-        return [flat[i : i + 4] for i in range(0, len(flat), 4)]
+        return [flat[i : i + ROW] for i in range(0, len(flat), ROW)]
 
     async def _load(self, users: list[UserKey]) -> tuple[list[_Subscriber], list[str]]:
         rows = await self._read_profiles(users)
         subscribers: list[_Subscriber] = []
         gone: list[str] = []
-        for user, (binding, threshold, mark, sent) in zip(users, rows, strict=True):
-            if binding is None or threshold is None:
+        for user, (binding, threshold, mark, sent, credit, family, family_seen) in zip(
+            users, rows, strict=True
+        ):
+            if binding is None or (threshold is None and credit is None and family is None):
                 gone.append(user)
                 continue
-            try:
-                amount = Decimal(threshold.decode())
-            except InvalidOperation:
-                log.warning("ignoring an unreadable threshold for %s", user)
-                continue
+            amount: Decimal | None = None
+            if threshold is not None:
+                try:
+                    amount = Decimal(threshold.decode())
+                except InvalidOperation:
+                    log.warning("ignoring an unreadable threshold for %s", user)
+                    if credit is None and family is None:
+                        continue
             platform, member_id = self.codec.binding_member(binding)
             mark_text = mark.decode() if mark is not None else ""
             subscribers.append(
@@ -319,19 +420,41 @@ class Checker:
                     user=user,
                     platform=platform,
                     member_id=member_id,
-                    threshold_raw=threshold.decode(),
+                    threshold_raw=threshold.decode() if threshold is not None else "",
                     threshold=amount,
                     mark=mark_text,
                     watch=Watch.parse(mark_text, sent.decode() if sent is not None else None),
+                    credit=credit.decode() if credit is not None else None,
+                    family=family.decode() if family is not None else None,
+                    family_seen=family_seen.decode() if family_seen is not None else None,
                 )
             )
         return subscribers, gone
 
     async def _fetch(self, platform: PlatformName, group: list[_Subscriber]) -> None:
+        watched = [s for s in group if s.threshold is not None]
+        if watched:
+            async with self._slots[platform]:
+                balances = await self.insurance.balances(platform, [s.member_id for s in watched])
+            for s, balance in zip(watched, balances, strict=True):
+                s.balance = balance
+        asked = [s for s in group if s.credit is not None or s.family is not None]
+        await asyncio.gather(*(self._fetch_kinds(platform, s) for s in asked))
+
+    async def _fetch_kinds(self, platform: PlatformName, s: _Subscriber) -> None:
+        """What the credit and family alerts watch; left None (nothing judged) when the platform
+        cannot answer now."""
         async with self._slots[platform]:
-            balances = await self.insurance.balances(platform, [s.member_id for s in group])
-        for s, balance in zip(group, balances, strict=True):
-            s.balance = balance
+            if s.credit is not None:
+                try:
+                    s.months = await self.insurance.contributions(platform, s.member_id)
+                except InsuranceProblem as problem:
+                    log.info("no contributions for %s now (%s)", s.user, problem.code)
+            if s.family is not None:
+                try:
+                    s.relatives = await self.insurance.family(platform, s.member_id)
+                except InsuranceProblem as problem:
+                    log.info("no family for %s now (%s)", s.user, problem.code)
 
     async def _alert(self, crossings: list[tuple[_Subscriber, BalanceView]]) -> tuple[int, int]:
         """Outbox first, then the mark: a crash in between queues the same crossing again next time,
@@ -347,6 +470,7 @@ class Checker:
         def put(pipe: Pipeline) -> None:
             for s, balance in reachable:
                 assert balance.personal_account is not None  # judge() alerts only on a personal account
+                assert s.threshold is not None  # only those with a threshold are judged
                 facts = AlertFacts(
                     balance=balance.personal_account, threshold=s.threshold, as_of=balance.as_of
                 )

@@ -40,6 +40,7 @@ from datetime import datetime, tzinfo
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
+from redis.typing import EncodableT, FieldT
 
 from bot import metrics
 from bot.alerts.schedule import QuietHours
@@ -50,9 +51,10 @@ from bot.storage.codec import StateCodec
 from bot.storage.connect import Topology
 from bot.storage.keys import Keys, UserKind
 from bot.storage.streams import Entry, ShardedReader
-from dialogs.crossing import AlertFacts, Spend, alert_replies
+from dialogs.crossing import AlertFacts, Spend
 from dialogs.i18n import Catalogs
 from dialogs.models import UserKey
+from dialogs.notices import AlertKind, AnyFacts, notice_replies
 from dialogs.ports import Clock, Held, InsurancePort, InsuranceProblem, Outlet, Undeliverable
 
 log = logging.getLogger(__name__)
@@ -76,16 +78,35 @@ class Outbox:
     def stream_of(self, user: UserKey) -> str:
         return self.keys.outbox(chat_platform(user), self.keys.shard_of(user))
 
-    def put(self, pipe: Pipeline, user: UserKey, token: str, facts: AlertFacts, found_at: datetime) -> None:
-        pipe.xadd(
-            self.stream_of(user),
-            {
-                "user": user,
-                "token": token,
-                "facts": self.codec.encode_alert(user, facts),
-                "found": str(int(found_at.timestamp() * 1000)),
-            },
-        )
+    def put(
+        self,
+        pipe: Pipeline,
+        user: UserKey,
+        token: str,
+        facts: AnyFacts,
+        found_at: datetime,
+        *,
+        kind: str = "",
+    ) -> None:
+        """``kind``: "" for the low balance (entries written before the other kinds have none), else
+        an ``AlertKind`` value, which names the profile fields of its watch."""
+        entry: dict[FieldT, EncodableT] = {
+            "user": user,
+            "token": token,
+            "facts": self.codec.encode_alert(user, facts),
+            "found": str(int(found_at.timestamp() * 1000)),
+        }
+        if kind:
+            entry["kind"] = kind
+        pipe.xadd(self.stream_of(user), entry)
+
+
+def watch_fields(kind: str) -> tuple[str, str]:
+    """The profile fields of a kind's watch and of its last sent token."""
+    if not kind:
+        return "alert", "alert_sent"
+    k = AlertKind(kind)
+    return k.value, k.sent_field
 
 
 # KEYS: pace. ARGV: µs between two sends. Returns µs to wait before sending (Redis server time,
@@ -123,19 +144,21 @@ class Pacer:
 
 # The user's claim is "<token> <sender> <nonce>"; "<token> <sender> " is whose it is.
 # KEYS: profile, unreachable, sending. ARGV: token, our claim, the claim we may replace ("" for none),
-# whose ours is. A claim on this crossing that is neither the one we may replace nor our own (one we
+# whose ours is, the watch's field and the sent field of the alert's kind (``watch_fields``), and
+# ``on`` for the other kinds: their alert is current while the kind is on (its token is new news,
+# written to the watch after the entry), the low balance's only while its crossing is the watch's. A claim on this crossing that is neither the one we may replace nor our own (one we
 # gave up when Redis went away mid-send) is another sender's: busy (with it). One on a crossing that
 # is no longer current is stale and goes.
 _CLAIM = """
 local held = redis.call('GET', KEYS[3])
 local held_token = held and string.match(held, '^(%S+) ')
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'unreachable'} end
-local mark = redis.call('HGET', KEYS[1], 'alert')
-if not mark or string.sub(mark, 3) ~= ARGV[1] then
+local mark = redis.call('HGET', KEYS[1], ARGV[5])
+if not mark or (ARGV[7] ~= 'on' and string.sub(mark, 3) ~= ARGV[1]) then
   if held_token == ARGV[1] then redis.call('DEL', KEYS[3]) end
   return {'superseded'}
 end
-if redis.call('HGET', KEYS[1], 'alert_sent') == ARGV[1] then
+if redis.call('HGET', KEYS[1], ARGV[6]) == ARGV[1] then
   if held_token == ARGV[1] then redis.call('DEL', KEYS[3]) end
   return {'duplicate'}
 end
@@ -157,10 +180,11 @@ end
 return 0
 """
 
-# KEYS: profile, sending. ARGV: token, whose. Delivered: the token is sent, and our claim goes. A
-# profile that is gone (the user unbound while their alert was on its way) is not written back.
+# KEYS: profile, sending. ARGV: token, whose, the kind's sent field. Delivered: the token is sent, and
+# our claim goes. A profile that is gone (the user unbound while their alert was on its way) is not
+# written back.
 _RECORD = """
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'alert_sent', ARGV[1]) end
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], ARGV[3], ARGV[1]) end
 local held = redis.call('GET', KEYS[2])
 if held and string.sub(held, 1, #ARGV[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
 return 1
@@ -178,7 +202,11 @@ _RELEASE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, raw in ipairs(due) do
   local e = cjson.decode(raw)
-  redis.call('XADD', KEYS[2], '*', 'user', e.user, 'token', e.token, 'facts', e.facts, 'found', e.found)
+  if e.kind then
+    redis.call('XADD', KEYS[2], '*', 'user', e.user, 'token', e.token, 'facts', e.facts, 'found', e.found, 'kind', e.kind)
+  else
+    redis.call('XADD', KEYS[2], '*', 'user', e.user, 'token', e.token, 'facts', e.facts, 'found', e.found)
+  end
   redis.call('ZREM', KEYS[1], raw)
 end
 return #due
@@ -293,7 +321,9 @@ class Sender:
         try:
             user = UserKey(fields[b"user"].decode())
             token = fields[b"token"].decode()
-        except (KeyError, UnicodeDecodeError):
+            kind = fields.get(b"kind", b"").decode()
+            mark_field, sent_field = watch_fields(kind)
+        except (KeyError, UnicodeDecodeError, ValueError):
             await self._drop(entry_id, "", "", "malformed")
             report.dropped += 1
             return
@@ -314,7 +344,12 @@ class Sender:
         # primary never heard of would let a second sender send the same alert.
         [answer] = await send(
             self.redis,
-            lambda pipe: call(pipe, self._claim, claim_keys, [token, value, replace or b"", whose]),
+            lambda pipe: call(
+                pipe,
+                self._claim,
+                claim_keys,
+                [token, value, replace or b"", whose, mark_field, sent_field, "on" if kind else "watch"],
+            ),
             scripts=[self._claim],
             topology=self.topology,
             protect=[sending],
@@ -343,7 +378,7 @@ class Sender:
         self._keepers.add(renewing)
         renewing.add_done_callback(self._keepers.discard)
         try:
-            await self._send(entry_id, fields, user, token, whose, answer, lost, report)
+            await self._send(entry_id, fields, user, token, whose, answer, lost, report, kind)
         finally:
             # Told to end rather than cancelled: a cancellation can be lost inside a Redis call.
             finished.set()
@@ -361,17 +396,19 @@ class Sender:
         answer: list[bytes],
         lost: asyncio.Event,
         report: SendReport,
+        kind: str = "",
     ) -> None:
         lang, alert_lang = answer[1].decode(), answer[2].decode()
+        _, sent_field = watch_fields(kind)
         try:
-            facts = self.codec.decode_alert(user, fields[b"facts"])
+            facts = self.codec.decode_alert(user, fields[b"facts"], kind)
         except (KeyError, ValueError, PiiError):
             await self._drop(entry_id, user, token, "unreadable", whose=whose)
             report.dropped += 1
             return
-        if facts.latest_spend is None and answer[3]:
+        if isinstance(facts, AlertFacts) and facts.latest_spend is None and answer[3]:
             facts = facts.model_copy(update={"latest_spend": await self._latest_spend(answer[3])})
-        replies = alert_replies(self.catalogs.get(lang or alert_lang or self.default_locale), facts, self.tz)
+        replies = notice_replies(self.catalogs.get(lang or alert_lang or self.default_locale), facts, self.tz)
         await self.pacer.wait()
         if lost.is_set():  # taken over while we waited (we were cut off): the other sender sends it
             log.warning("the alert for %s was taken over by another sender before it went; leaving it", user)
@@ -387,7 +424,7 @@ class Sender:
             # The platform keeps it for the user's next message (WeChat outside the window): this
             # crossing is told (recorded like a send, so it is not queued again), and it is
             # recorded as deferred, not sent.
-            await self._record_sent(entry_id, user, token, whose, deferred=True)
+            await self._record_sent(entry_id, user, token, whose, deferred=True, sent_field=sent_field)
             report.deferred += 1
             return
         except Exception as e:  # not now: the entry stays pending and is taken over later
@@ -395,7 +432,7 @@ class Sender:
             log.warning("alert for %s not sent (%s); will try again", user, type(e).__name__)
             report.retry += 1
             return
-        await self._record_sent(entry_id, user, token, whose)
+        await self._record_sent(entry_id, user, token, whose, sent_field=sent_field)
         report.sent += 1
 
     def _stale_claim(self, user: UserKey) -> bytes | None:
@@ -429,7 +466,14 @@ class Sender:
                 lost.set()
 
     async def _record_sent(
-        self, entry_id: bytes, user: UserKey, token: str, whose: str, *, deferred: bool = False
+        self,
+        entry_id: bytes,
+        user: UserKey,
+        token: str,
+        whose: str,
+        *,
+        deferred: bool = False,
+        sent_field: str = "alert_sent",
     ) -> None:
         """Delivered: say so in Redis, trying until it is heard, however long Redis is away. The
         claim is renewed meanwhile (``_keep``), so no other sender sends the alert again."""
@@ -438,7 +482,12 @@ class Sender:
         profile = self.keys.user(user, UserKind.PROFILE)
 
         def fill(pipe: Pipeline) -> None:
-            call(pipe, self._record, [profile, self.keys.user(user, UserKind.SENDING)], [token, whose])
+            call(
+                pipe,
+                self._record,
+                [profile, self.keys.user(user, UserKind.SENDING)],
+                [token, whose, sent_field],
+            )
             self.reader.done(pipe, entry_id)
             if deferred:
                 self._note_not_sent(pipe, user, token, "deferred")

@@ -5,6 +5,7 @@ The items, in the order ``/mydata`` shows them (``HeldItem.what``, ``kept``):
 - the profile (until /unbind): ``binding.platform``, ``binding.member_id`` (masked),
   ``binding.id_number``, ``binding.phone`` (masked; stored encrypted), ``binding.bound_at``,
   ``binding.personal_account``, ``alert.threshold``, ``alert.state``, ``alert.language``,
+  ``alert.credit``, ``alert.family``, ``alert.family_seen`` (how many relatives it has figures of),
   ``settings.language``;
 - ``session`` and what a bind in progress gathered (``session.name``, ``session.id_number``,
   ``session.phone``), deleted after ``redis.session_idle_seconds`` of silence;
@@ -169,6 +170,14 @@ class SubjectData:
             items.append(HeldItem("alert.state", "told" if told else "armed", "until_unbind"))
         if b"alert_lang" in raw:
             items.append(HeldItem("alert.language", raw[b"alert_lang"].decode(), "until_unbind"))
+        if b"credit" in raw:
+            items.append(HeldItem("alert.credit", "on", "until_unbind"))
+        if b"family" in raw:
+            items.append(HeldItem("alert.family", "on", "until_unbind"))
+        if b"family_seen" in raw:
+            # What each relative had spent when last told, by a digest of them, not their names.
+            count = max(0, len(raw[b"family_seen"].decode().partition(";")[2].split(",")))
+            items.append(HeldItem("alert.family_seen", f"{count}", "until_unbind"))
         if profile.lang is not None:
             items.append(HeldItem("settings.language", profile.lang, "until_unbind"))
         return items

@@ -38,6 +38,7 @@ from dialogs.models import (
     State,
     UserKey,
 )
+from dialogs.notices import AlertKind, AnyFacts, CreditFacts, FamilyFacts
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +124,21 @@ class StateCodec:
     # -- alerts waiting in the outbox ----------------------------------------------------------
     # A balance, a threshold and where the user last paid: financial data, so encrypted like the rest.
 
-    def encode_alert(self, user: UserKey, facts: AlertFacts) -> str:
+    def encode_alert(self, user: UserKey, facts: AnyFacts) -> str:
         return self.cipher.encrypt(facts.model_dump_json(), context=f"alert|{user}")
 
-    def decode_alert(self, user: UserKey, raw: bytes | str) -> AlertFacts:
-        """Raises ``PiiError`` or ``ValueError`` for a record that is not this user's alert."""
+    def decode_alert(self, user: UserKey, raw: bytes | str, kind: str = "") -> AnyFacts:
+        """The facts of an alert of ``kind`` ("" for the low balance, else an ``AlertKind``). Raises
+        ``PiiError`` or ``ValueError`` for a record that is not this user's alert of that kind."""
         token = raw.decode() if isinstance(raw, bytes) else raw
-        return AlertFacts.model_validate_json(self.cipher.decrypt(token, context=f"alert|{user}"))
+        text = self.cipher.decrypt(token, context=f"alert|{user}")
+        if kind == "":
+            return AlertFacts.model_validate_json(text)
+        if kind == AlertKind.CREDIT:
+            return CreditFacts.model_validate_json(text)
+        if kind == AlertKind.FAMILY:
+            return FamilyFacts.model_validate_json(text)
+        raise ValueError(f"unknown alert kind {kind!r}")
 
     # -- profile -------------------------------------------------------------------------------
 
@@ -191,4 +200,5 @@ class StateCodec:
             except InvalidOperation:
                 log.warning("ignoring an unreadable threshold for %s", user)
         lang = fields[b"lang"].decode() if b"lang" in fields else None
-        return Profile(binding=binding, threshold=threshold, lang=lang)
+        kinds = frozenset(k.value for k in AlertKind if k.value.encode() in fields)
+        return Profile(binding=binding, threshold=threshold, lang=lang, alert_kinds=kinds)

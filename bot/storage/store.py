@@ -28,6 +28,7 @@ from bot.storage.health import UNREACHABLE, RedisHealth
 from bot.storage.keys import Keys, UserKind
 from dialogs.crossing import Watch
 from dialogs.models import Outcome, UserKey, UserState
+from dialogs.notices import FAMILY_SEEN, ON, AlertKind
 from dialogs.ports import Step, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -303,7 +304,18 @@ class RedisStore:
                 if outcome.alert_locale is not None:
                     sets += ["alert_lang", outcome.alert_locale]
             elif outcome.clear_threshold:
-                dels += ["threshold", "alert", "alert_sent", "alert_lang"]
+                dels += ["threshold", "alert", "alert_sent"]
+                if not outcome.keep_checking:
+                    dels.append("alert_lang")
+            for kind in sorted(outcome.kinds_on):
+                # ``on``: the first check takes the platform's figures as its starting point.
+                sets += [kind, ON]
+            if outcome.kinds_on and outcome.alert_locale is not None and outcome.set_threshold is None:
+                sets += ["alert_lang", outcome.alert_locale]
+            for kind in sorted(outcome.kinds_off):
+                dels += [kind, AlertKind(kind).sent_field]
+                if kind == AlertKind.FAMILY:
+                    dels.append(FAMILY_SEEN)
             if outcome.set_lang is not None:
                 sets += ["lang", outcome.set_lang]
             session = self.codec.encode_session(user, outcome.session) or ""
@@ -320,7 +332,7 @@ class RedisStore:
         # erasure wait for a replica: a failover right after the user was told "bound" (or "erased")
         # must not undo it. A session alone does not: a half-done conversation is only retyped.
         protect = keys[2] if profile_changed else None
-        if outcome.set_threshold is not None and not outcome.erase:
+        if (outcome.set_threshold is not None or outcome.kinds_on) and not outcome.erase:
             # Scheduled before the threshold is written: a check that finds no threshold drops the
             # user, so a crash in between leaves nobody with a threshold and no checks.
             def fill(pipe: Pipeline) -> None:
@@ -335,7 +347,7 @@ class RedisStore:
         if not written:
             log.warning("guard for %s expired before its update was saved", user)
             raise GuardLost(user)
-        if outcome.erase or outcome.clear_threshold:
+        if outcome.erase or ((outcome.clear_threshold or outcome.kinds_off) and not outcome.keep_checking):
             await self.redis.zrem(schedule, user)
 
     async def _send(self, fill: Callable[[Pipeline], None], protect: str | None) -> list[Any]:

@@ -377,7 +377,14 @@ class WechatCore:
                 except OutOfWindow:
                     await self.state.close_window(user)
             template = self.template
-            if template is not None and await self.state.take_subscription(user, template.template_id):
+            # The template is the low-balance alert's (balance, threshold, time, note): other kinds
+            # (no ``fields``) are held rather than squeezed into it.
+            fitting = bool(replies and replies[0].fields)
+            if (
+                template is not None
+                and fitting
+                and await self.state.take_subscription(user, template.template_id)
+            ):
                 facts = dict(replies[0].fields) if replies else {}
                 try:
                     await self.api.send_subscription(openid, template.template_id, template.data(facts))

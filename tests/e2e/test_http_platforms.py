@@ -192,8 +192,9 @@ deadline_seconds = 1.5
 def test_the_alert_demo_an_alert_arrives_unprompted_once(
     tmp_path: Path, redis_url: str, served: Served
 ) -> None:
-    """The README's alert demo: a short round, the chat bound to 王芳 with /alert 30, then the
-    operator spends from her account with the admin CLI and the alert shows up in the chat."""
+    """The README's alert demo: a short round, the chat bound to 王芳 with /alert 30 and the credit
+    alert on, then the operator spends from (and credits) her account with the admin CLI and the
+    alerts show up in the chat."""
     config = config_file(
         tmp_path,
         redis_url,
@@ -220,7 +221,8 @@ secret_file = "{served.secret_file}"
         sent = chat.say(who.id_number)
         assert "Your account is bound" in chat.say(chat.code(sent))
         assert "drops below ¥30.00" in chat.say("/alert 30")
-        time.sleep(3)  # a round passes above the threshold: nothing
+        assert "monthly credit" in chat.say("/alert credit on")
+        time.sleep(3)  # a round passes above the threshold: nothing (and the credits so far are old news)
         served.admin("spend", who.id_number, "5")
         line = wait_for_line(chat, "🔔")
         assert line.startswith("🔔 Low balance: your personal account has ¥27.63")
@@ -228,6 +230,7 @@ secret_file = "{served.secret_file}"
         served.admin("spend", who.id_number, "2")  # lower still: the same crossing, nothing more
         time.sleep(5)
         served.admin("credit", who.id_number, "100")  # ¥125.63: re-armed at the next round
+        assert "¥100.00" in wait_for_line(chat, "💰")  # and told: the credit alert is on
         time.sleep(3)
         served.admin("spend", who.id_number, "110")  # ¥15.63: a new crossing, one new alert
         assert "¥15.63" in wait_for_line(chat, "🔔")  # the next alert is this one, not a repeat
