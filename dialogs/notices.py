@@ -11,7 +11,10 @@ Each kind is on for a user when their profile has its field; the field is also t
   relative had spent this year (``family_seen`` keeps the figures themselves); more spent by anyone is news.
 
 The token is the alert's idempotency key, as the crossing token is for the low balance: a check
-repeated after a crash queues the same token again, and the sender recognises the repeat.
+repeated after a crash queues the same token again, and the sender recognises the repeat (the
+kind's ``*_sent`` field). Unlike a crossing's, the token is new when the alert is queued: the check
+writes the entry first and the watch after it, so the sender holds such an alert current for as long
+as its kind is on (turned off, it is dropped as ``superseded``), not only while the watch names it.
 
 Figures that may be wrong never move a watch: a platform that cannot answer now leaves it as it is.
 The family figures restart each year: a relative's spending in a new year is counted from zero.
