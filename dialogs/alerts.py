@@ -47,6 +47,11 @@ class AlertFlow(Turn):
         if kind is not None:
             return await self.kind_alert(kind, rest.strip().lower())
         if arg.lower() in _OFF:
+            if self.profile.threshold is None and self.profile.alert_kinds:
+                # Only the other kinds are on: "off" means them.
+                return self.with_kinds(
+                    self.out(self.t.gettext("Alert turned off.")), off=self.profile.alert_kinds
+                )
             if self.profile.threshold is None:
                 return self.out(self.t.gettext("No alert was set."))
             return self.out(

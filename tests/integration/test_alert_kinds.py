@@ -196,3 +196,13 @@ async def test_unbinding_erases_the_kinds(alerts: Alerts) -> None:
     profile = alerts.h.runtime.keys.user(ALICE, UserKind.PROFILE)
     assert not await alerts.h.redis.exists(profile)
     assert not await scheduled(alerts)
+
+
+async def test_alert_off_with_only_the_other_kinds_on_turns_them_off(alerts: Alerts) -> None:
+    who = person("normal")
+    await alerts.h.bind(who)
+    await alerts.h.say("/alert credit on")
+    await alerts.h.say("/alert family on")
+    assert "Alert turned off" in await alerts.h.say("/alert off")
+    assert "off (/alert credit on)" in await alerts.h.say("/alert")
+    assert not await scheduled(alerts)
