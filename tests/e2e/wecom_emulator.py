@@ -122,6 +122,17 @@ class Member:
         }
         return self.emulator.deliver(fields)
 
+    def clicks_menu(self, name: str) -> Callback:
+        """Taps the app menu's ``click`` button named ``name`` (in the menu ``menu/create`` set last):
+        a ``click`` event with its key."""
+        menu = self.emulator.menus[-1] if self.emulator.menus else {"button": []}
+        buttons = [s for b in menu["button"] for s in b.get("sub_button", [b])]
+        for b in buttons:
+            if b.get("name") == name and b.get("type") == "click":
+                fields = {**self._base("event"), "Event": "click", "EventKey": str(b["key"])}
+                return self.emulator.deliver(fields)
+        raise AssertionError(f"no click button {name!r} in the app's menu")
+
     def clicks(self, button: str, *, card: Card | None = None, force: bool = False) -> Callback:
         """Clicks the button showing ``button`` on ``card`` (else the newest card that has one). A
         card already updated has nothing to click, unless ``force`` (a double tap racing the update)."""
