@@ -8,11 +8,18 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from botapi_emulator import LoopbackServer
+from browser import browser  # noqa: F401 - the fixture
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
 from wechat_emulator import WechatEmulator
 from wecom_emulator import Visitor, WecomEmulator
 
@@ -23,6 +30,9 @@ from platforms.wechat.api import WechatApi
 from platforms.wechat.oauth import WechatOAuth
 from platforms.wecom.api import WecomApi
 from platforms.wecom.oauth import WecomOAuth
+
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
 
 PAGE = "https://yibao.example.com/web/wx?from=menu"
 
@@ -69,8 +79,8 @@ def _our_log(caplog: pytest.LogCaptureFixture) -> str:
 
 async def _browser_code(identity: OAuthIdentity, redirect_uri: str, state: str) -> str:
     """What the browser does: open the authorize link, land on the redirect with the code."""
-    async with httpx.AsyncClient() as browser:
-        answer = await browser.get(identity.authorize_url(redirect_uri, state), follow_redirects=False)
+    async with httpx.AsyncClient() as http:
+        answer = await http.get(identity.authorize_url(redirect_uri, state), follow_redirects=False)
     assert answer.status_code == 302, answer.text
     target = urlsplit(answer.headers["location"])
     assert f"{target.scheme}://{target.netloc}{target.path}" == redirect_uri.split("?")[0]
@@ -124,13 +134,13 @@ async def test_the_wechat_authorize_page_outside_wechat_and_off_domain(
     wechat: WechatOAuth, wx: WechatEmulator
 ) -> None:
     wx.in_browser = None
-    async with httpx.AsyncClient() as browser:
-        outside = await browser.get(wechat.authorize_url(PAGE, "s"), follow_redirects=False)
+    async with httpx.AsyncClient() as http:
+        outside = await http.get(wechat.authorize_url(PAGE, "s"), follow_redirects=False)
         assert outside.status_code == 200
         assert "微信客户端" in outside.text
         wx.in_browser, wx.oauth_domain = wx.user(), "other.example.com"
         try:
-            off = await browser.get(wechat.authorize_url(PAGE, "s"), follow_redirects=False)
+            off = await http.get(wechat.authorize_url(PAGE, "s"), follow_redirects=False)
         finally:
             wx.oauth_domain = None
     assert off.status_code == 400
@@ -180,3 +190,50 @@ async def test_a_page_off_the_apps_trusted_domain_gets_no_member(
     finally:
         wc.trusted_domain = None
     assert "50001" in caplog.text
+
+
+# -- the whole dance in a real browser ------------------------------------------------------------------
+
+
+def test_a_browser_follows_the_wechat_dance_to_a_page_that_knows_the_user(
+    browser: WebDriver,  # noqa: F811
+    wx: WechatEmulator,
+    redis_url: str,
+) -> None:
+    """A stand-in for the pages' WeChat entry: without a code it sends the browser to WeChat's
+    authorize page; with one (and its state) it asks WechatOAuth who that is."""
+    states: set[str] = set()
+
+    async def entry(request: Request) -> Response:
+        here = str(request.url.replace(query=""))
+        client = aioredis.from_url(redis_url)
+        keys = Keys(f"oauth-page-{secrets.token_hex(4)}")
+        tokens = RedisTokenStore(client, keys.wechat_token(wx.app_id), keys.wechat_token_lock(wx.app_id))
+        api = WechatApi(app_id=wx.app_id, app_secret=wx.app_secret, base_url=wx.url, tokens=tokens)
+        oauth = WechatOAuth(api, oauth_base_url=wx.oauth_base_url)
+        try:
+            code, state = request.query_params.get("code"), request.query_params.get("state", "")
+            if code is None:
+                state = secrets.token_urlsafe(8)
+                states.add(state)
+                return RedirectResponse(oauth.authorize_url(here, state), status_code=302)
+            if state not in states:
+                return HTMLResponse("<p>bad state</p>", status_code=400)
+            user = await oauth.user_for(code)
+            return HTMLResponse(f'<p id="who">{user}</p>')
+        finally:
+            await api.aclose()
+            await client.aclose()
+
+    pages = LoopbackServer(Starlette(routes=[Route("/web/wx", entry)]), name="pages")
+    pages.start()
+    try:
+        user = wx.user()
+        wx.in_browser = user
+        browser.get(f"{pages.url}/web/wx")
+        assert browser.find_element("id", "who").text == f"wx:{user.openid}"
+        assert "code=" in browser.current_url  # the pages will trade it for a cookie and redirect
+        browser.refresh()  # the same code again: WeChat says 40163
+        assert browser.find_element("id", "who").text == "None"
+    finally:
+        pages.stop()
