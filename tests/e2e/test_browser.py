@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import browser as browser_module
 import pytest
 from botapi_emulator import LoopbackServer
 from browser import (  # noqa: F401 - browser is the fixture
@@ -92,3 +93,19 @@ def test_a_page_wider_than_the_phone_is_named(browser: WebDriver, site: str) -> 
         assert_no_horizontal_scroll(browser)
     at_size(browser, 1280, 800)
     assert_no_horizontal_scroll(browser)
+
+
+def test_without_chromium_a_laptop_skips_and_ci_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(browser_module, "CHROMIUM", "/nonexistent/chromium")
+    monkeypatch.setattr(browser_module, "CHROMEDRIVER", "/nonexistent/chromedriver")
+    why = browser_module._binaries()
+    assert why == (
+        "chromium and chromedriver not installed (apt-get install chromium chromium-driver fonts-wqy-microhei)"
+    )
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="chromium and chromedriver"):
+        browser_module.start_chromium(Path("/nonexistent/profile"))
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="cannot run in CI: chromium"):
+        browser_module.start_chromium(Path("/nonexistent/profile"))
