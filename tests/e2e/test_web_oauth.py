@@ -25,6 +25,7 @@ from wecom_emulator import Visitor, WecomEmulator
 
 from bot.storage.keys import Keys
 from bot.storage.wechat import RedisTokenStore
+from platforms.tencent.api import ApiUnavailable
 from platforms.web.oauth import OAuthIdentity
 from platforms.wechat.api import WechatApi
 from platforms.wechat.oauth import WechatOAuth
@@ -128,6 +129,17 @@ async def test_an_expired_or_snapshot_wechat_code_is_no_one(wechat: WechatOAuth,
         wx.advance(-301)
     assert await wechat.user_for(wx.oauth_code(user, snapshot=True)) is None
     assert await wechat.user_for("") is None
+
+
+async def test_wechat_busy_is_try_again_later_and_keeps_the_code(
+    wechat: WechatOAuth, wx: WechatEmulator
+) -> None:
+    user = wx.user()
+    code = wx.oauth_code(user)
+    wx.fail_next("/sns/oauth2/access_token", -1)
+    with pytest.raises(ApiUnavailable):  # the page says "try again", not "who are you?"
+        await wechat.user_for(code)
+    assert await wechat.user_for(code) == f"wx:{user.openid}"
 
 
 async def test_the_wechat_authorize_page_outside_wechat_and_off_domain(

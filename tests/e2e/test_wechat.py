@@ -431,6 +431,9 @@ def test_with_the_pages_on_the_menu_opens_them(tmp_path: Path, redis_url: str) -
     ]
     english = emulator.conditional_menus[-1]["button"][2]["sub_button"][0]
     assert english == {**entry, "name": "Open the page"}
+    user = emulator.user()
+    assert user.opens_page("打开网页") == "https://yibao.example.com/web/wx"
+    assert emulator.in_browser is user
 
 
 def test_telegram_wechat_and_wecom_in_one_process_on_one_port(

@@ -292,9 +292,11 @@ def test_yibao_wecom_menu_sets_the_apps_menu_with_the_pages_entry(
         "name": "打开网页",
         "url": "https://yibao.example.com/web/wecom",
     }
-    # The menu's click keys are what the app answers.
+    # The menu's click keys are what the app answers; its page entry is only a visit.
     start_bot()
     member = emulator.member("menu.user")
     before = len(member.inbox)
     member.clicks_menu("帮助")
     assert "/balance" in member.wait_for("/balance", after=before).text
+    assert member.opens_page("打开网页") == "https://yibao.example.com/web/wecom"
+    assert emulator.in_browser is member

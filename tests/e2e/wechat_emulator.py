@@ -223,6 +223,22 @@ class WxUser:
         self.last_event_at, self.event_used = self.emulator.now(), 0
         return self.event("CLICK", EventKey=key)
 
+    def opens_page(self, name: str) -> str:
+        """Taps the menu's ``view`` button named ``name`` (in the menu ``menu/create`` set last):
+        WeChat's browser opens its URL with this user in it (``in_browser``), and the account hears
+        of it (a ``VIEW`` event, when ``callback_url`` is set). Returns the URL, for a real browser
+        to open."""
+        menu = self.emulator.menus[-1] if self.emulator.menus else {"button": []}
+        buttons = [sub for b in menu["button"] for sub in b.get("sub_button", [b])]
+        for b in buttons:
+            if b.get("name") == name and b.get("type") == "view":
+                url = str(b["url"])
+                self.emulator.in_browser = self
+                if self.emulator.callback_url:
+                    self.event("VIEW", EventKey=url)
+                return url
+        raise AssertionError(f"no view button {name!r} in the account's menu")
+
     def accepts(self, template_id: str, *, long_term: bool = False) -> Callback:
         """Taps "allow" on the subscription pop-up for ``template_id``."""
         left = self.subscriptions.get(template_id, 0)

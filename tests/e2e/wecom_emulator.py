@@ -133,6 +133,21 @@ class Member:
                 return self.emulator.deliver(fields)
         raise AssertionError(f"no click button {name!r} in the app's menu")
 
+    def opens_page(self, name: str) -> str:
+        """Taps the app menu's ``view`` button named ``name``: WeCom's browser opens its URL with
+        this member in it (``in_browser``), and the app hears of it (a ``view`` event, when
+        ``callback_url`` is set). Returns the URL, for a real browser to open."""
+        menu = self.emulator.menus[-1] if self.emulator.menus else {"button": []}
+        buttons = [s for b in menu["button"] for s in b.get("sub_button", [b])]
+        for b in buttons:
+            if b.get("name") == name and b.get("type") == "view":
+                url = str(b["url"])
+                self.emulator.in_browser = self
+                if self.emulator.callback_url:
+                    self.emulator.deliver({**self._base("event"), "Event": "view", "EventKey": url})
+                return url
+        raise AssertionError(f"no view button {name!r} in the app's menu")
+
     def clicks(self, button: str, *, card: Card | None = None, force: bool = False) -> Callback:
         """Clicks the button showing ``button`` on ``card`` (else the newest card that has one). A
         card already updated has nothing to click, unless ``force`` (a double tap racing the update)."""
