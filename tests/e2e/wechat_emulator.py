@@ -22,7 +22,8 @@ Two halves:
   failures (``fail_next``: ``-1`` system busy, or any code).
 - **Web-page authorization** (网页授权, on ``oauth_base_url``, the same server): ``GET
   /connect/oauth2/authorize`` redirects (302) the browser to ``redirect_uri?code=CODE&state=STATE``
-  for the user a test put ``in_browser`` (``snsapi_base``: silently; outside WeChat, nobody in the
+  for the user a test put ``in_browser`` (or who tapped the menu's page entry, ``user.opens_page``;
+  ``snsapi_base``: silently; outside WeChat, nobody in the
   browser, a page saying to open it in WeChat; a ``redirect_uri`` off the account's 网页授权域名
   ``oauth_domain``, when set, the 10003 page). ``GET /sns/oauth2/access_token`` trades a code (from
   there, or ``oauth_code(user)``) for the page token and ``openid``: a code is good once (40163

@@ -21,7 +21,8 @@ crypto is the WeChat emulator's (the same published scheme, with the corp id ins
   ``menu/create?agentid=`` (the app's menu: at most 3 buttons, 5 under each, ``click`` and ``view``).
 - **Web-page authorization** (on ``oauth_base_url``, the same server): ``GET /connect/oauth2/authorize``
   (``appid`` the corp id, ``agentid`` the app's) redirects (302) to ``redirect_uri?code=CODE&state=STATE``
-  for whoever a test put ``in_browser`` (a ``Member``, or a ``Visitor`` from outside the company);
+  for whoever a test put ``in_browser`` (a ``Member``, or a ``Visitor`` from outside the company;
+  ``member.opens_page`` puts the member there, as a tap on the menu's page entry does);
   ``GET /cgi-bin/auth/getuserinfo`` trades the code, with the app's access_token, for ``userid`` (a
   member, in the app's visible range or not) or ``openid`` (and ``external_userid`` for a customer)
   for a visitor. A code is good once, for 5 minutes: 40029 ("invalid code") otherwise; a code whose
