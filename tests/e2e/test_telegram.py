@@ -409,6 +409,7 @@ def test_fast_typists_keep_their_order(
     assert shown == amounts
 
 
+@pytest.mark.parametrize("engine", ["ptb"])  # the call itself is tested on both: test_telegram_web.py
 def test_with_the_pages_on_the_menu_button_opens_the_mini_app(
     emulator: BotApiEmulator, start_bot: BotFactory
 ) -> None:
