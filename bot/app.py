@@ -55,8 +55,10 @@ from platforms.tencent.callback import CallbackGuard
 from platforms.tencent.crypto import MessageCrypto
 from platforms.wechat.api import WechatApi
 from platforms.wechat.core import AlertTemplate, WechatCore
+from platforms.wechat.oauth import WechatOAuth
 from platforms.wecom.api import WecomApi
 from platforms.wecom.core import WecomCore
+from platforms.wecom.oauth import WecomOAuth
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +226,16 @@ class Runtime:
             crypto = MessageCrypto(token.get_secret_value(), aes_key.get_secret_value(), wx.app_id)
         guard = CallbackGuard(token.get_secret_value(), state, crypto=crypto)
         return core, guard
+
+    def wechat_oauth(self, core: WechatCore) -> WechatOAuth:
+        """Who opened a page from the official account's menu (``platforms.web.oauth.OAuthIdentity``:
+        ``snsapi_base``, the code traded for ``wx:<openid>``), over ``core``'s API client."""
+        return WechatOAuth(core.api, oauth_base_url=self.settings.wechat.oauth_base_url)
+
+    def wecom_oauth(self, core: WecomCore) -> WecomOAuth:
+        """Who opened a page from the WeCom app's menu (``platforms.web.oauth.OAuthIdentity``: the
+        code traded for ``wecom:<corp id>:<userid>``, members only), over ``core``'s API client."""
+        return WecomOAuth(core.api, oauth_base_url=self.settings.wecom.oauth_base_url)
 
     def wecom_core(self) -> tuple[WecomCore, CallbackGuard]:
         """Yibao as the WeCom app over this runtime (``wecom.corp_id`` must be set): the platform

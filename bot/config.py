@@ -428,6 +428,9 @@ class WechatSettings(_Section):
     encoding_aes_key_file: Path | None = None
     api_base_url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")] = "https://api.weixin.qq.com"
     """WeChat's API; tests point it at a loopback emulator."""
+    oauth_base_url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")] = "https://open.weixin.qq.com"
+    """Where WeChat's web-page authorization (``connect/oauth2/authorize``, ``snsapi_base``) is: the
+    pages' menu entry sends the browser there; tests point it at a loopback emulator."""
     token_endpoint: Literal["stable_token", "token"] = "stable_token"  # noqa: S105 - an endpoint
     """``stable_token`` (a token that another fetch does not void) or the older ``token``."""
     callback_path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9_/-]*$")] = "/wechat"
@@ -494,6 +497,9 @@ class WecomSettings(_Section):
     encoding_aes_key_file: Path | None = None
     api_base_url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")] = "https://qyapi.weixin.qq.com"
     """WeCom's API; tests point it at a loopback emulator."""
+    oauth_base_url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")] = "https://open.weixin.qq.com"
+    """Where WeCom's web-page authorization (``connect/oauth2/authorize`` with the ``agentid``) is:
+    the pages' menu entry sends the browser there; tests point it at a loopback emulator."""
     callback_path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9_/-]*$")] = "/wecom"
     reply_within_seconds: Annotated[float, Field(gt=0, le=4.5)] = 4.0
     """The callback is answered within this long (WeCom waits 5 s), whether the answer is ready or not."""

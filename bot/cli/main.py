@@ -2,7 +2,7 @@
 
 ``yibao chat`` talks to Yibao in the terminal; ``yibao run`` runs it on Telegram and WeChat; ``yibao
 worker`` runs only the alert checks and sender; ``yibao config check`` validates a config file;
-``yibao wechat menu`` sets the official account's custom menu;
+``yibao wechat menu`` sets the official account's custom menu, ``yibao wecom menu`` the WeCom app's;
 ``yibao sandbox ...`` lists the sandbox's fictional people, serves the sandbox over HTTP and changes a
 running one (:mod:`bot.cli.sandbox`); ``yibao audit tail`` and ``yibao admin export|erase|stats`` are
 the operator's (:mod:`bot.cli.admin`).
@@ -73,7 +73,16 @@ def _parser() -> argparse.ArgumentParser:
     wechat_sub.add_parser(
         "menu",
         parents=[common],
-        help="set the account's custom menu (balance, payments, alerts, help) in Chinese and English",
+        help="set the account's custom menu (balance, payments, alerts, help, and the pages when [web] "
+        "is on) in Chinese and English",
+    )
+
+    wecom = sub.add_parser("wecom", help="work with the WeCom app")
+    wecom_sub = wecom.add_subparsers(dest="wecom_command", required=True, metavar="ACTION")
+    wecom_sub.add_parser(
+        "menu",
+        parents=[common],
+        help="set the app's menu (balance, payments, alerts, help, and the pages when [web] is on)",
     )
 
     sandbox.add_parser(sub)
@@ -213,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_worker(settings)
     if args.command == "wechat":
         return cmd_wechat_menu(settings)
+    if args.command == "wecom":
+        return cmd_wecom_menu(settings)
     return cmd_chat(settings, args.lang)
 
 
@@ -251,6 +262,14 @@ def cmd_wechat_menu(settings: Settings) -> int:
 
     setup_logging(settings.logging.level, settings.logging.file)
     return _run_async(set_wechat_menu(settings))
+
+
+def cmd_wecom_menu(settings: Settings) -> int:
+    from bot.cli.run import set_wecom_menu
+    from bot.logs import setup_logging
+
+    setup_logging(settings.logging.level, settings.logging.file)
+    return _run_async(set_wecom_menu(settings))
 
 
 if __name__ == "__main__":  # pragma: no cover

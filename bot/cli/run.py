@@ -22,6 +22,7 @@ from bot.app import StartupError, build_runtime
 from bot.config import Settings, read_secret
 from bot.http.server import HttpServer, Readiness
 from dialogs.ports import Outlet
+from platforms import web
 from platforms.telegram.core import TelegramCore, TelegramStartError
 from platforms.telegram.engines import build_engine
 from platforms.telegram.options import Engine, TelegramOptions
@@ -123,6 +124,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
                 await core.set_commands()
             except Exception as e:  # the token worked, so Telegram is there: say what failed, not a traceback
                 raise StartupError(f"Telegram: setMyCommands failed ({type(e).__name__})") from None
+            await _set_menu_button(settings, core)
             await engine.start()
             outlets[core.platform] = core
             checks["telegram"] = telegram_check(core)
@@ -184,6 +186,27 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         log.info("stopped")
+
+
+def page_url(settings: Settings, path: str) -> str | None:
+    """``path`` of Yibao's pages at ``web.public_url``, when the pages are on and have an address
+    users reach; else None (no entry for them in the chat platforms' menus)."""
+    if not settings.web.enabled or settings.web.public_url is None:
+        return None
+    return web.url(settings.web.public_url, path)
+
+
+async def _set_menu_button(settings: Settings, core: TelegramCore) -> None:
+    """The chat's menu button opens the pages' Mini App, when ``[web]`` is on with an https
+    ``public_url``. A refusal is logged: the chat works without it."""
+    url = page_url(settings, web.TELEGRAM_ENTRY)
+    if url is None:
+        return
+    try:
+        if await core.set_menu_button(url):
+            log.info("Telegram's menu button opens %s", url)
+    except Exception as e:
+        log.error("Telegram: setChatMenuButton failed (%s); the chat works without it", type(e).__name__)
 
 
 class _Platform(Protocol):
@@ -290,12 +313,38 @@ async def set_wechat_menu(settings: Settings) -> None:
         catalogs = runtime.conversation.catalogs
         default = settings.general.default_locale
         other, language = ("en", "en") if default == "zh" else ("zh", "zh_CN")
+        page = page_url(settings, web.WECHAT_ENTRY)
         try:
-            await wx.api.create_menu(menu(catalogs.get(default)))
-            await wx.api.add_conditional_menu(conditional_menu(catalogs.get(other), language))
+            await wx.api.create_menu(menu(catalogs.get(default), page))
+            await wx.api.add_conditional_menu(conditional_menu(catalogs.get(other), language, page))
         except (WechatError, WechatUnavailable) as e:
             raise StartupError(f"WeChat did not take the menu ({e})") from None
         print(f"menu set: {default} for everyone, {other} for WeChat in {language}")
+        if page is not None:
+            print(f"with the pages' entry: {page}")
     finally:
         await wx.aclose()
+        await runtime.aclose()
+
+
+async def set_wecom_menu(settings: Settings) -> None:
+    """``yibao wecom menu``: the app's menu (查余额 / 消费记录 / 更多), in the default language (WeCom
+    has one menu per app), with the pages' entry when ``[web]`` is on."""
+    if settings.wecom.corp_id is None:
+        raise StartupError("yibao wecom menu needs the [wecom] app: corp_id, agent_id, secret, token and key")
+    runtime = await build_runtime(settings, show_sms=_no_sms)
+    wc, _guard = runtime.wecom_core()
+    try:
+        await _check_wecom(wc)
+        default = settings.general.default_locale
+        page = page_url(settings, web.WECOM_ENTRY)
+        try:
+            await wc.api.create_menu(menu(runtime.conversation.catalogs.get(default), page))
+        except (ApiRefusal, ApiUnavailable) as e:
+            raise StartupError(f"WeCom did not take the menu ({e})") from None
+        print(f"menu set for app {settings.wecom.agent_id}: {default}")
+        if page is not None:
+            print(f"with the pages' entry: {page}")
+    finally:
+        await wc.aclose()
         await runtime.aclose()

@@ -37,8 +37,10 @@ from aiogram.types import (
     CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    MenuButtonWebApp,
     Message,
     Update,
+    WebAppInfo,
 )
 
 from dialogs.models import Button
@@ -46,6 +48,7 @@ from platforms.telegram.core import (
     ALLOWED_UPDATES,
     Blocked,
     ButtonIn,
+    Link,
     MessageIn,
     Refused,
     SendTimedOut,
@@ -67,6 +70,7 @@ _USED = (
     methods.AnswerCallbackQuery,
     methods.EditMessageReplyMarkup,
     methods.SetMyCommands,
+    methods.SetChatMenuButton,
     methods.GetMe,
     methods.GetUpdates,
     methods.SetWebhook,
@@ -115,10 +119,17 @@ class AiogramRateLimit(BaseRequestMiddleware):
         )
 
 
-def _markup(buttons: Sequence[Button]) -> InlineKeyboardMarkup | None:
-    if not buttons:
+def _link_button(link: Link) -> InlineKeyboardButton:
+    if link.web_app:
+        return InlineKeyboardButton(text=link.label, web_app=WebAppInfo(url=link.url))
+    return InlineKeyboardButton(text=link.label, url=link.url)
+
+
+def _markup(buttons: Sequence[Button], link: Link | None = None) -> InlineKeyboardMarkup | None:
+    if not buttons and link is None:
         return None
-    rows = [[InlineKeyboardButton(text=b.label, callback_data=b.payload)] for b in buttons]
+    rows = [[_link_button(link)]] if link is not None else []
+    rows += [[InlineKeyboardButton(text=b.label, callback_data=b.payload)] for b in buttons]
     return InlineKeyboardMarkup(inline_keyboard=rows)
 
 
@@ -143,11 +154,20 @@ class AiogramCalls:
     def __init__(self, bot: Bot) -> None:
         self.bot = bot
 
-    async def send_message(self, chat_id: int, html: str, buttons: Sequence[Button]) -> None:
-        await _mapped(self.bot.send_message(chat_id, html, parse_mode="HTML", reply_markup=_markup(buttons)))
+    async def send_message(
+        self, chat_id: int, html: str, buttons: Sequence[Button], link: Link | None = None
+    ) -> None:
+        markup = _markup(buttons, link)
+        await _mapped(self.bot.send_message(chat_id, html, parse_mode="HTML", reply_markup=markup))
 
     async def send_photo(
-        self, chat_id: int, content: bytes, filename: str, caption_html: str | None, buttons: Sequence[Button]
+        self,
+        chat_id: int,
+        content: bytes,
+        filename: str,
+        caption_html: str | None,
+        buttons: Sequence[Button],
+        link: Link | None = None,
     ) -> None:
         await _mapped(
             self.bot.send_photo(
@@ -155,7 +175,7 @@ class AiogramCalls:
                 BufferedInputFile(content, filename=filename),
                 caption=caption_html,
                 parse_mode="HTML",
-                reply_markup=_markup(buttons),
+                reply_markup=_markup(buttons, link),
             )
         )
 
@@ -173,6 +193,10 @@ class AiogramCalls:
     async def set_commands(self, commands: Sequence[tuple[str, str]], language_code: str | None) -> None:
         menu = [BotCommand(command=name, description=description) for name, description in commands]
         await _mapped(self.bot.set_my_commands(menu, language_code=language_code))
+
+    async def set_menu_button(self, text: str, url: str) -> None:
+        button = MenuButtonWebApp(text=text, web_app=WebAppInfo(url=url))
+        await _mapped(self.bot.set_chat_menu_button(menu_button=button))
 
 
 def message_in(message: Message, update_id: int) -> MessageIn:

@@ -11,7 +11,9 @@ calls ``TelegramCore`` asks for through the ``BotCalls`` it implements, raising 
   the core (ascending ``update_id`` when polling), different users' at once, at most
   ``concurrency`` in all; every update is handled once;
 - replies as HTML-escaped text split below 4096 characters, buttons as an inline keyboard (a pressed
-  button is answered at once and its keyboard removed, so it cannot be pressed twice), files as photos;
+  button is answered at once and its keyboard removed, so it cannot be pressed twice), a reply's
+  ``web_link`` as a button that opens the page (a Mini App when it is https), files as photos;
+- the chat's menu button opens the pages' Mini App entry (``set_menu_button``, at start-up);
 - a message that held an ID number or an SMS code is deleted from the chat (bots may, in private
   chats, for 48 hours), with the reply's note about it when the dialogs give one;
 - a 403 (the user blocked the bot or is gone) is reported through ``on_unreachable``;
@@ -30,6 +32,7 @@ from dialogs.models import Button, Inbound, Location, Reply, UserKey
 from dialogs.ports import NO_METRICS, ChatMetrics, Undeliverable
 from platforms.sequencer import Sequencer
 from platforms.telegram.render import CAPTION_LIMIT, as_html, split_text
+from platforms.tencent.text import language_of
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +117,36 @@ class ButtonIn:
     """The message that carried the button, when Telegram still gives it."""
 
 
-class BotCalls(Protocol):
-    """The Bot API calls the core makes; an engine implements them with its library."""
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A button that opens a page (a reply's ``web_link``): a Mini App (``web_app``) for an https
+    page, which Telegram opens inside the chat (its ``initData`` says who), else a plain ``url``
+    button (Telegram refuses ``web_app`` for anything but https)."""
 
-    async def send_message(self, chat_id: int, html: str, buttons: Sequence[Button]) -> None: ...
+    label: str
+    url: str
+
+    @property
+    def web_app(self) -> bool:
+        return self.url.startswith("https://")
+
+
+class BotCalls(Protocol):
+    """The Bot API calls the core makes; an engine implements them with its library. ``link``: a
+    page's button, in a row of its own above the ``buttons``."""
+
+    async def send_message(
+        self, chat_id: int, html: str, buttons: Sequence[Button], link: Link | None = None
+    ) -> None: ...
 
     async def send_photo(
-        self, chat_id: int, content: bytes, filename: str, caption_html: str | None, buttons: Sequence[Button]
+        self,
+        chat_id: int,
+        content: bytes,
+        filename: str,
+        caption_html: str | None,
+        buttons: Sequence[Button],
+        link: Link | None = None,
     ) -> None: ...
 
     async def delete_message(self, chat_id: int, message_id: int) -> bool: ...
@@ -130,6 +156,10 @@ class BotCalls(Protocol):
     async def clear_buttons(self, chat_id: int, message_id: int) -> None: ...
 
     async def set_commands(self, commands: Sequence[tuple[str, str]], language_code: str | None) -> None: ...
+
+    async def set_menu_button(self, text: str, url: str) -> None:
+        """``setChatMenuButton`` for every private chat: a ``web_app`` button (``url`` is https)."""
+        ...
 
 
 def update_user(data: object) -> int | None:
@@ -272,6 +302,17 @@ class TelegramCore:
             if lang == self.default_locale:
                 await bot.set_commands(menu, None)
 
+    async def set_menu_button(self, page_url: str) -> bool:
+        """The chat's menu button (beside the text field) opens ``page_url`` (the Mini App entry,
+        ``<public_url>/web/tg``) as a Mini App, labelled in the default language. Telegram opens only
+        https pages so: False, and nothing set, for any other URL."""
+        if not page_url.startswith("https://"):
+            log.warning("the Telegram menu button needs an https page; web.public_url is not: not set")
+            return False
+        t = self.catalogs.get(self.default_locale)
+        await self._bot().set_menu_button(t.gettext("Open the page"), page_url)
+        return True
+
     # -- out ---------------------------------------------------------------------------------------
 
     async def deliver(self, user: UserKey, replies: tuple[Reply, ...]) -> None:
@@ -322,8 +363,15 @@ class TelegramCore:
             if raise_refusals:
                 raise
 
+    def _link(self, reply: Reply) -> Link | None:
+        if not reply.web_link:
+            return None
+        t = self.catalogs.get(language_of(reply.text))
+        return Link(t.gettext("Open the page"), reply.web_link)
+
     async def _send_one(self, chat_id: int, text: str, reply: Reply) -> None:
         bot = self._bot()
+        link = self._link(reply)
         if reply.attachment is not None:
             caption = split_text(text, CAPTION_LIMIT)
             fits = len(caption) == 1
@@ -333,6 +381,7 @@ class TelegramCore:
                 reply.attachment.filename,
                 as_html(caption[0]) if fits else None,
                 reply.buttons if fits else (),
+                link if fits else None,
             )
             self._sent()
             if fits:
@@ -340,7 +389,10 @@ class TelegramCore:
         pieces = split_text(text)
         for n, piece in enumerate(pieces):
             last = n == len(pieces) - 1
-            await bot.send_message(chat_id, as_html(piece), reply.buttons if last else ())
+            if last:
+                await bot.send_message(chat_id, as_html(piece), reply.buttons, link)
+            else:
+                await bot.send_message(chat_id, as_html(piece), ())
             self._sent()
 
     def _sent(self) -> None:

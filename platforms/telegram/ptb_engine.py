@@ -20,7 +20,9 @@ from telegram import (
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     InputFile,
+    MenuButtonWebApp,
     Update,
+    WebAppInfo,
 )
 from telegram.constants import ParseMode
 from telegram.error import (
@@ -51,6 +53,7 @@ from platforms.telegram.core import (
     ALLOWED_UPDATES,
     Blocked,
     ButtonIn,
+    Link,
     MessageIn,
     Refused,
     SendTimedOut,
@@ -117,10 +120,18 @@ class PtbRateLimiter(BaseRateLimiter[int]):
         )
 
 
-def _markup(buttons: Sequence[Button]) -> InlineKeyboardMarkup | None:
-    if not buttons:
+def _link_button(link: Link) -> InlineKeyboardButton:
+    if link.web_app:
+        return InlineKeyboardButton(link.label, web_app=WebAppInfo(link.url))
+    return InlineKeyboardButton(link.label, url=link.url)
+
+
+def _markup(buttons: Sequence[Button], link: Link | None = None) -> InlineKeyboardMarkup | None:
+    if not buttons and link is None:
         return None
-    return InlineKeyboardMarkup([[InlineKeyboardButton(b.label, callback_data=b.payload)] for b in buttons])
+    rows = [[_link_button(link)]] if link is not None else []
+    rows += [[InlineKeyboardButton(b.label, callback_data=b.payload)] for b in buttons]
+    return InlineKeyboardMarkup(rows)
 
 
 async def _mapped(call: Awaitable[Any]) -> Any:
@@ -142,13 +153,20 @@ class PtbCalls:
     def __init__(self, bot: Bot) -> None:
         self.bot = bot
 
-    async def send_message(self, chat_id: int, html: str, buttons: Sequence[Button]) -> None:
-        await _mapped(
-            self.bot.send_message(chat_id, html, parse_mode=ParseMode.HTML, reply_markup=_markup(buttons))
-        )
+    async def send_message(
+        self, chat_id: int, html: str, buttons: Sequence[Button], link: Link | None = None
+    ) -> None:
+        markup = _markup(buttons, link)
+        await _mapped(self.bot.send_message(chat_id, html, parse_mode=ParseMode.HTML, reply_markup=markup))
 
     async def send_photo(
-        self, chat_id: int, content: bytes, filename: str, caption_html: str | None, buttons: Sequence[Button]
+        self,
+        chat_id: int,
+        content: bytes,
+        filename: str,
+        caption_html: str | None,
+        buttons: Sequence[Button],
+        link: Link | None = None,
     ) -> None:
         await _mapped(
             self.bot.send_photo(
@@ -156,7 +174,7 @@ class PtbCalls:
                 InputFile(content, filename=filename),
                 caption=caption_html,
                 parse_mode=ParseMode.HTML,
-                reply_markup=_markup(buttons),
+                reply_markup=_markup(buttons, link),
             )
         )
 
@@ -172,6 +190,9 @@ class PtbCalls:
     async def set_commands(self, commands: Sequence[tuple[str, str]], language_code: str | None) -> None:
         menu = [BotCommand(name, description) for name, description in commands]
         await _mapped(self.bot.set_my_commands(menu, language_code=language_code))
+
+    async def set_menu_button(self, text: str, url: str) -> None:
+        await _mapped(self.bot.set_chat_menu_button(menu_button=MenuButtonWebApp(text, WebAppInfo(url))))
 
 
 def message_in(update: Update) -> MessageIn | None:

@@ -61,7 +61,7 @@ def compose(
     only a short text). ``lead``: texts that come first (a held alert)."""
     out = [Part(text=text) for text in lead]
     for reply in replies:
-        pieces = split_bytes(reply.text)
+        pieces = split_bytes(reply.text_with_link())  # a link on its own line: no buttons here
         out += [Part(text=piece) for piece in pieces[:-1]]
         out.append(Part(text=pieces[-1], choices=reply.buttons))
         if reply.attachment is not None:

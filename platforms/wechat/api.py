@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from platforms.tencent.api import ApiRefusal, ApiUnavailable, CachedToken, TokenApi, TokenStore
+from platforms.tencent.api import (
+    BUSY,
+    ApiRefusal,
+    ApiUnavailable,
+    CachedToken,
+    TokenApi,
+    TokenStore,
+    errcode,
+)
 
 TOKEN_ERRORS = frozenset({40001, 42001, 40014})
 OUT_OF_WINDOW = frozenset({45015, 45047})
@@ -97,6 +105,24 @@ class WechatApi(TokenApi):
             "lang": lang,
         }
         await self.counted("/cgi-bin/message/subscribe/bizsend", payload)
+
+    async def oauth_access_token(self, code: str) -> dict[str, Any]:
+        """``sns/oauth2/access_token``: a web-page authorization code traded for its page token and
+        ``openid`` (``platforms.wechat.oauth``). The answer as it is, a refusal's ``errcode``
+        included (the code's own errors are the caller's to read); ``-1`` raises
+        ``ApiUnavailable``. Made once: a code is good for one exchange."""
+        params = {
+            "appid": self.app_id,
+            "secret": self._secret,
+            "code": code,
+            "grant_type": "authorization_code",
+        }
+        data = await self.request("GET", "/sns/oauth2/access_token", params=params)
+        if not isinstance(data, dict):
+            raise ApiUnavailable("not a JSON object")
+        if errcode(data) == BUSY:
+            raise ApiUnavailable("WeChat busy (-1)")
+        return data
 
     async def create_menu(self, menu: dict[str, Any]) -> None:
         await self.call("/cgi-bin/menu/create", menu)

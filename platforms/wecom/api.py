@@ -6,6 +6,8 @@ the token and the call rules common with WeChat.
 - ``message/send`` answers ``invaliduser`` for members the app cannot reach (outside its visible
   range, or gone): ``Unreachable`` names them; ``81013`` (no valid receiver at all) likewise.
 - ``user/get``: ``60111`` (no such member) raises ``NoSuchMember``.
+- ``menu/create``: the app's menu (``yibao wecom menu``); ``auth/getuserinfo``: a page's OAuth code
+  traded for the member (``platforms.wecom.oauth``).
 """
 
 from __future__ import annotations
@@ -90,6 +92,10 @@ class WecomApi(TokenApi):
             "button": {"replace_name": replace_name},
         }
         await self.call("/cgi-bin/message/update_template_card", payload)
+
+    async def create_menu(self, menu: dict[str, Any]) -> None:
+        """``menu/create`` for this app (``agentid``): the menu members see in its chat."""
+        await self.call("/cgi-bin/menu/create", menu, query={"agentid": str(self.agent_id)})
 
     async def member_name(self, userid: str) -> str:
         """The member's name in the company directory (``user/get``)."""

@@ -18,7 +18,9 @@ What is emulated, and how faithfully:
   waiting with 409, and ``getUpdates`` is 409 while a webhook is set.
 - Text is checked as Telegram checks it: HTML parse mode parsed like TDLib does (the same tags, the
   same error texts with UTF-8 byte offsets), the length counted after parsing in UTF-16 code units,
-  leading and trailing white space trimmed; inline buttons' ``callback_data`` 1-64 bytes. One thing
+  leading and trailing white space trimmed; inline buttons' ``callback_data`` 1-64 bytes, a
+  ``web_app`` button's (and the menu button's, ``setChatMenuButton``/``getChatMenuButton``) URL
+  https only. One thing
   is stricter than Telegram unless ``strict_html=False``: a ``&`` that does not start ``&lt;``,
   ``&gt;``, ``&amp;``, ``&quot;`` or a numeric reference (``&#...;``) is refused, where Telegram
   would show it as text, because in a bot's output it almost always means text was not escaped.
@@ -205,6 +207,7 @@ _JSON_FIELDS: Final = frozenset(
         "caption_entities",
         "reply_parameters",
         "message_ids",
+        "menu_button",
     }
 )
 
@@ -262,10 +265,13 @@ class Sent:
 
     @property
     def buttons(self) -> list[tuple[str, str]]:
-        """The inline buttons, row by row, as ``(label, callback_data or url)``."""
+        """The inline buttons, row by row, as ``(label, callback_data or url or the web_app's url)``."""
         rows = (self.reply_markup or {}).get("inline_keyboard", [])
         return [
-            (str(b.get("text", "")), str(b.get("callback_data", b.get("url", ""))))
+            (
+                str(b.get("text", "")),
+                str(b.get("callback_data", b.get("url", (b.get("web_app") or {}).get("url", "")))),
+            )
             for row in rows
             for b in row
         ]
@@ -571,6 +577,7 @@ class BotApiEmulator:
         self._callbacks: dict[str, _Query] = {}
         self._files: dict[str, bytes | None] = {}
         self._commands: dict[tuple[str, str], list[JSON]] = {}
+        self._menu_buttons: dict[int | None, JSON] = {}
         self._poller: object | None = None
         self._poll_wakeup: asyncio.Future[None] | None = None
         self._closing = False
@@ -585,6 +592,8 @@ class BotApiEmulator:
             ("setMyCommands", self._set_my_commands),
             ("getMyCommands", self._get_my_commands),
             ("deleteMyCommands", self._delete_my_commands),
+            ("setChatMenuButton", self._set_chat_menu_button),
+            ("getChatMenuButton", self._get_chat_menu_button),
             ("sendMessage", self._send_message),
             ("sendPhoto", self._send_photo),
             ("deleteMessage", self._delete_message),
@@ -689,6 +698,12 @@ class BotApiEmulator:
         with self._lock:
             stored = self._commands.get((_scope_key(scope), language_code or ""), [])
             return [dict(c) for c in stored]
+
+    def menu_button(self, chat_id: int | None = None) -> JSON:
+        """The menu button a private chat shows (``setChatMenuButton`` for it, else the default)."""
+        with self._lock:
+            found = self._menu_buttons.get(chat_id) or self._menu_buttons.get(None)
+            return dict(found) if found else {"type": "default"}
 
     @property
     def pending_updates(self) -> list[JSON]:
@@ -1113,6 +1128,38 @@ class BotApiEmulator:
             self._commands.pop(self._commands_key(params), None)
         return True
 
+    async def _set_chat_menu_button(self, params: JSON) -> bool:
+        """``chat_id`` (a private chat) or none (the default for every chat); ``menu_button`` a
+        MenuButton: ``commands``, ``default`` or ``web_app`` (``text``, ``web_app.url``: https only)."""
+        button = params.get("menu_button", {"type": "default"})
+        if not isinstance(button, dict):
+            raise ApiError(400, "Bad Request: can't parse menu button: MenuButton must be an Object")
+        kind = button.get("type")
+        if kind == "web_app":
+            text = button.get("text")
+            if not isinstance(text, str) or not text.strip():
+                raise ApiError(400, "Bad Request: can't parse menu button: text must be non-empty")
+            _check_web_app(button.get("web_app"), "menu button")
+            stored: JSON = {"type": "web_app", "text": text, "web_app": {"url": button["web_app"]["url"]}}
+        elif kind in ("commands", "default"):
+            stored = {"type": kind}
+        else:
+            raise ApiError(400, "Bad Request: can't parse menu button: unsupported menu button type")
+        with self._lock:
+            chat_id = params.get("chat_id")
+            if chat_id is not None:
+                self._chat(params)
+                chat_id = int(chat_id)
+            self._menu_buttons[chat_id] = stored
+        return True
+
+    async def _get_chat_menu_button(self, params: JSON) -> JSON:
+        chat_id = params.get("chat_id")
+        with self._lock:
+            if chat_id is not None:
+                self._chat(params)
+        return self.menu_button(int(chat_id) if chat_id is not None else None)
+
     async def _send_message(self, params: JSON) -> JSON:
         markup = _inline_markup(params.get("reply_markup"))
         if params.get("text") in (None, ""):
@@ -1458,6 +1505,8 @@ def _inline_markup(markup: object) -> JSON | None:
                 url = urlsplit(str(button["url"]))
                 if url.scheme not in ("http", "https", "tg") or not (url.netloc or url.scheme == "tg"):
                     raise ApiError(400, "Bad Request: BUTTON_URL_INVALID")
+            elif "web_app" in button:
+                _check_web_app(button["web_app"], "inline keyboard button")
             elif not any(k in button for k in _INLINE_ACTIONS):
                 raise ApiError(
                     400,
@@ -1466,6 +1515,17 @@ def _inline_markup(markup: object) -> JSON | None:
     if not any(rows):
         return None
     return markup
+
+
+def _check_web_app(info: object, what: str) -> None:
+    """A ``WebAppInfo``: an ``https`` URL (Telegram opens nothing else as a Mini App)."""
+    if not isinstance(info, dict) or not isinstance(info.get("url"), str):
+        raise ApiError(400, f"Bad Request: can't parse {what}: WebAppInfo must be an Object with a url")
+    url = urlsplit(info["url"])
+    if url.scheme != "https" or not url.netloc:
+        raise ApiError(
+            400, f"Bad Request: {what} Web App URL '{info['url']}' is invalid: Only HTTPS links are allowed"
+        )
 
 
 _COMMAND = re.compile(r"(?<![\w/<>])/[A-Za-z0-9_]{1,64}(?:@[A-Za-z0-9_]{3,32})?(?![\w/])")

@@ -29,7 +29,17 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from telegram import Bot, BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import (
+    Bot,
+    BotCommand,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    MenuButtonCommands,
+    MenuButtonDefault,
+    MenuButtonWebApp,
+    Update,
+    WebAppInfo,
+)
 from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, RetryAfter
 from telegram.ext import (
     Application,
@@ -258,6 +268,32 @@ async def test_commands_per_language(api: BotApiEmulator, bot: Bot) -> None:
     assert api.commands("zh") == []
     assert await bot.log_out()
     assert await bot.close()
+
+
+async def test_the_menu_button_and_web_app_buttons_take_https_only(api: BotApiEmulator, bot: Bot) -> None:
+    assert await bot.get_chat_menu_button() == MenuButtonDefault()
+    page = "https://yibao.example.com/web/tg"
+    assert await bot.set_chat_menu_button(menu_button=MenuButtonWebApp("打开网页", WebAppInfo(page)))
+    assert api.menu_button() == {"type": "web_app", "text": "打开网页", "web_app": {"url": page}}
+    assert await bot.get_chat_menu_button() == MenuButtonWebApp("打开网页", WebAppInfo(page))
+    with refused("only https"):
+        await bot.set_chat_menu_button(
+            menu_button=MenuButtonWebApp("Open", WebAppInfo("http://127.0.0.1/web/tg"))
+        )
+    user = api.user(4242)
+    user.says("/start")
+    assert await bot.set_chat_menu_button(chat_id=user.id, menu_button=MenuButtonCommands())
+    assert api.menu_button(user.id) == {"type": "commands"}
+    assert api.menu_button() == {"type": "web_app", "text": "打开网页", "web_app": {"url": page}}
+    with refused("chat not found"):
+        await bot.set_chat_menu_button(chat_id=999_999, menu_button=MenuButtonCommands())
+    button = InlineKeyboardButton("打开网页", web_app=WebAppInfo(page))
+    sent = await bot.send_message(user.id, "页面", reply_markup=InlineKeyboardMarkup([[button]]))
+    assert api.user(4242).inbox[-1].buttons == [("打开网页", page)]
+    assert sent.reply_markup is not None
+    http = InlineKeyboardButton("Open", web_app=WebAppInfo("http://127.0.0.1/web/l/x"))
+    with refused("only https"):
+        await bot.send_message(user.id, "page", reply_markup=InlineKeyboardMarkup([[http]]))
 
 
 # -- receiving -----------------------------------------------------------------------------------------

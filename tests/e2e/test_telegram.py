@@ -407,3 +407,16 @@ def test_fast_typists_keep_their_order(
     confirmations = typist.wait_count(before + 20, timeout=60)[before:]
     shown = [re.search(r"¥(\d+)\.00", sent.text)[1] for sent in confirmations]  # type: ignore[index]
     assert shown == amounts
+
+
+@pytest.mark.parametrize("engine", ["ptb"])  # the call itself is tested on both: test_telegram_web.py
+def test_with_the_pages_on_the_menu_button_opens_the_mini_app(
+    emulator: BotApiEmulator, start_bot: BotFactory
+) -> None:
+    assert emulator.menu_button() == {"type": "default"}
+    start_bot(YIBAO_WEB__ENABLED="true", YIBAO_WEB__PUBLIC_URL="https://yibao.example.com")
+    assert emulator.menu_button() == {
+        "type": "web_app",
+        "text": "打开网页",
+        "web_app": {"url": "https://yibao.example.com/web/tg"},
+    }

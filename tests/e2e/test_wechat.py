@@ -400,6 +400,42 @@ def test_yibao_wechat_menu_sets_the_account_menu(
     assert "menu" in done.stdout
 
 
+def test_with_the_pages_on_the_menu_opens_them(tmp_path: Path, redis_url: str) -> None:
+    with WechatEmulator() as emulator:
+        env = clean_env(
+            YIBAO_WECHAT__APP_ID=emulator.app_id,
+            YIBAO_WECHAT__APP_SECRET=emulator.app_secret,
+            YIBAO_WECHAT__TOKEN=emulator.token,
+            YIBAO_WECHAT__API_BASE_URL=emulator.url,
+            YIBAO_WEB__ENABLED="true",
+            YIBAO_WEB__PUBLIC_URL="https://yibao.example.com",
+            YIBAO_REDIS__URL=redis_url,
+            YIBAO_REDIS__PREFIX="wxmenu-web",
+            YIBAO_SECURITY__PII_KEY=new_key_text(),
+            YIBAO_GENERAL__DATA_DIR=str(tmp_path / "data"),
+        )
+        done = subprocess.run(
+            [*yibao_command(), "wechat", "menu"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 0, done.stderr
+    entry = {"type": "view", "name": "打开网页", "url": "https://yibao.example.com/web/wx"}
+    assert emulator.menus[-1]["button"][2]["sub_button"] == [
+        entry,
+        {"type": "click", "name": "余额提醒", "key": "YIBAO_ALERT"},
+        {"type": "click", "name": "帮助", "key": "YIBAO_HELP"},
+    ]
+    english = emulator.conditional_menus[-1]["button"][2]["sub_button"][0]
+    assert english == {**entry, "name": "Open the page"}
+    user = emulator.user()
+    assert user.opens_page("打开网页") == "https://yibao.example.com/web/wx"
+    assert emulator.in_browser is user
+
+
 def test_telegram_wechat_and_wecom_in_one_process_on_one_port(
     emulator: WechatEmulator, start_bot: BotFactory
 ) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from chat_process import BotProcess, demo, free_port, start_run
+from chat_process import BotProcess, clean_env, demo, free_port, start_run, yibao_command
 from wecom_emulator import Member, WecomEmulator
 
 from bot.crypto.pii import new_key_text
@@ -260,3 +261,42 @@ def test_an_alert_is_delivered_once_and_a_member_who_left_is_erased(
         time.sleep(0.05)
     assert sync_redis.keys(f"*wecom:{emulator.corp_id}:sun.li*") == []
     assert "left the company" in bot.log.read_text(encoding="utf-8")
+
+
+def test_yibao_wecom_menu_sets_the_apps_menu_with_the_pages_entry(
+    emulator: WecomEmulator, start_bot: BotFactory, tmp_path: Path, redis_url: str
+) -> None:
+    env = clean_env(
+        YIBAO_WECOM__CORP_ID=emulator.corp_id,
+        YIBAO_WECOM__AGENT_ID=str(emulator.agent_id),
+        YIBAO_WECOM__SECRET=emulator.secret,
+        YIBAO_WECOM__TOKEN=emulator.token,
+        YIBAO_WECOM__ENCODING_AES_KEY=emulator.encoding_aes_key,
+        YIBAO_WECOM__API_BASE_URL=emulator.url,
+        YIBAO_WEB__ENABLED="true",
+        YIBAO_WEB__PUBLIC_URL="https://yibao.example.com/",
+        YIBAO_REDIS__URL=redis_url,
+        YIBAO_REDIS__PREFIX="wcmenu",
+        YIBAO_SECURITY__PII_KEY=new_key_text(),
+        YIBAO_GENERAL__DATA_DIR=str(tmp_path / "menu-data"),
+    )
+    done = subprocess.run(
+        [*yibao_command(), "wecom", "menu"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "https://yibao.example.com/web/wecom" in done.stdout
+    menu = emulator.menus[-1]
+    assert [b["name"] for b in menu["button"]] == ["查余额", "消费记录", "更多"]
+    assert menu["button"][2]["sub_button"][0] == {
+        "type": "view",
+        "name": "打开网页",
+        "url": "https://yibao.example.com/web/wecom",
+    }
+    # The menu's click keys are what the app answers; its page entry is only a visit.
+    start_bot()
+    member = emulator.member("menu.user")
+    before = len(member.inbox)
+    member.clicks_menu("帮助")
+    assert "/balance" in member.wait_for("/balance", after=before).text
+    assert member.opens_page("打开网页") == "https://yibao.example.com/web/wecom"
+    assert emulator.in_browser is member

@@ -1,7 +1,7 @@
 """WeChat's side of an Official Account, for tests: real HTTP on 127.0.0.1, WeChat's wire formats.
 
 Written from WeChat's developer documentation (接入概述, 消息加解密说明, 被动回复用户消息, 客服消息,
-订阅通知, 自定义菜单, 获取稳定版接口调用凭据, 全局返回码), not from Yibao's code: its crypto is its own.
+订阅通知, 自定义菜单, 获取稳定版接口调用凭据, 网页授权, 全局返回码), not from Yibao's code: its crypto is its own.
 
 Two halves:
 
@@ -17,8 +17,17 @@ Two halves:
   user's last message, 3 within a minute of a menu click or a follow; 45015 outside it, 45047 over the
   count, 43004 to a user who does not follow), ``message/subscribe/bizsend`` only to users who
   accepted the template (43101 otherwise; one message an acceptance unless long-term), ``media/upload``,
-  ``menu/create`` and ``menu/addconditional`` (at most 3 buttons, 5 under each: 40016/40017), and
-  scripted failures (``fail_next``: ``-1`` system busy, or any code).
+  ``menu/create`` and ``menu/addconditional`` (at most 3 buttons, 5 under each: 40016/40017; ``click``
+  buttons with a key, ``view`` buttons with an http(s) url of at most 1024 bytes), and scripted
+  failures (``fail_next``: ``-1`` system busy, or any code).
+- **Web-page authorization** (网页授权, on ``oauth_base_url``, the same server): ``GET
+  /connect/oauth2/authorize`` redirects (302) the browser to ``redirect_uri?code=CODE&state=STATE``
+  for the user a test put ``in_browser`` (or who tapped the menu's page entry, ``user.opens_page``;
+  ``snsapi_base``: silently; outside WeChat, nobody in the
+  browser, a page saying to open it in WeChat; a ``redirect_uri`` off the account's 网页授权域名
+  ``oauth_domain``, when set, the 10003 page). ``GET /sns/oauth2/access_token`` trades a code (from
+  there, or ``oauth_code(user)``) for the page token and ``openid``: a code is good once (40163
+  after), for 5 minutes (42003 after), 40029 for one never issued.
 
 ``advance(seconds)`` moves the emulator's clock (the window's), not the bot's.
 
@@ -39,13 +48,14 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
 from botapi_emulator import LoopbackServer, Upload, _parse_multipart
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 JSON = dict[str, Any]
@@ -214,6 +224,22 @@ class WxUser:
         self.last_event_at, self.event_used = self.emulator.now(), 0
         return self.event("CLICK", EventKey=key)
 
+    def opens_page(self, name: str) -> str:
+        """Taps the menu's ``view`` button named ``name`` (in the menu ``menu/create`` set last):
+        WeChat's browser opens its URL with this user in it (``in_browser``), and the account hears
+        of it (a ``VIEW`` event, when ``callback_url`` is set). Returns the URL, for a real browser
+        to open."""
+        menu = self.emulator.menus[-1] if self.emulator.menus else {"button": []}
+        buttons = [sub for b in menu["button"] for sub in b.get("sub_button", [b])]
+        for b in buttons:
+            if b.get("name") == name and b.get("type") == "view":
+                url = str(b["url"])
+                self.emulator.in_browser = self
+                if self.emulator.callback_url:
+                    self.event("VIEW", EventKey=url)
+                return url
+        raise AssertionError(f"no view button {name!r} in the account's menu")
+
     def accepts(self, template_id: str, *, long_term: bool = False) -> Callback:
         """Taps "allow" on the subscription pop-up for ``template_id``."""
         left = self.subscriptions.get(template_id, 0)
@@ -261,6 +287,18 @@ class _Token:
     expires_at: float
 
 
+CODE_SECONDS = 300
+"""A web-page authorization code is good for 5 minutes, once."""
+
+
+@dataclass
+class _Code:
+    openid: str
+    expires_at: float
+    used: bool = False
+    snapshot: bool = False
+
+
 class WechatEmulator:
     def __init__(
         self,
@@ -295,7 +333,18 @@ class WechatEmulator:
         self.callbacks: list[Callback] = []
         self.offset = 0.0
         self.timeout = 5.0
-        app = Starlette(routes=[Route("/cgi-bin/{path:path}", self._endpoint, methods=["GET", "POST"])])
+        self.in_browser: WxUser | None = None
+        """Who has the page open in WeChat's browser: the user ``authorize`` redirects with a code for."""
+        self.oauth_domain: str | None = None
+        """The account's 网页授权域名 (a host[:port]); None: any redirect is taken."""
+        self.oauth_codes: dict[str, _Code] = {}
+        app = Starlette(
+            routes=[
+                Route("/cgi-bin/{path:path}", self._endpoint, methods=["GET", "POST"]),
+                Route("/sns/oauth2/access_token", self._sns_access_token, methods=["GET"]),
+                Route("/connect/oauth2/authorize", self._authorize, methods=["GET"]),
+            ]
+        )
         self.server = LoopbackServer(app, name="wechat-emulator")
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -351,6 +400,74 @@ class WechatEmulator:
     def calls_to(self, path: str) -> list[JSON]:
         with self.lock:
             return [body for p, body in self.calls if p == path]
+
+    # -- web-page authorization --------------------------------------------------------------------
+
+    @property
+    def oauth_base_url(self) -> str:
+        """Yibao's ``wechat.oauth_base_url``: the authorize page is on this emulator too."""
+        return self.server.url
+
+    def oauth_code(self, user: WxUser, *, snapshot: bool = False) -> str:
+        """A code for ``user``, as the authorize page would put in the redirect (good once, 5 min).
+        ``snapshot``: for a snapshot-page visitor (a virtual openid: ``is_snapshotuser``)."""
+        code = secrets.token_urlsafe(24)
+        with self.lock:
+            self.oauth_codes[code] = _Code(user.openid, self.now() + CODE_SECONDS, snapshot=snapshot)
+        return code
+
+    async def _authorize(self, request: Request) -> Response:
+        q = request.query_params
+        if q.get("appid") != self.app_id:
+            return PlainTextResponse("Oops! Something went wrong:( 参数错误 appid", status_code=400)
+        if q.get("response_type") != "code" or q.get("scope") not in ("snsapi_base", "snsapi_userinfo"):
+            return PlainTextResponse("Oops! Something went wrong:( 10005 scope 参数错误", status_code=400)
+        redirect = urlsplit(q.get("redirect_uri", ""))
+        if redirect.scheme not in ("http", "https") or not redirect.netloc:
+            return PlainTextResponse("redirect_uri 参数错误", status_code=400)
+        if self.oauth_domain is not None and redirect.netloc != self.oauth_domain:
+            return PlainTextResponse("10003 redirect_uri 域名与后台配置不一致", status_code=400)
+        user = self.in_browser
+        if user is None:
+            return PlainTextResponse("请在微信客户端打开链接", status_code=200)
+        code = self.oauth_code(user)
+        query = urlencode({"code": code, "state": q.get("state", "")})
+        sep = "&" if redirect.query else ""
+        target = urlunsplit(redirect._replace(query=f"{redirect.query}{sep}{query}", fragment=""))
+        return RedirectResponse(target, status_code=302)
+
+    async def _sns_access_token(self, request: Request) -> JSONResponse:
+        q = dict(request.query_params)
+        with self.lock:
+            self.calls.append(("/sns/oauth2/access_token", {k: v for k, v in q.items() if k != "secret"}))
+            try:
+                for i, (fpath, code, msg) in enumerate(self.failures):
+                    if fpath == "/sns/oauth2/access_token":
+                        del self.failures[i]
+                        raise ApiError(code, msg)
+                self._credentials(q.get("appid"), q.get("secret"))
+                if q.get("grant_type") != "authorization_code":
+                    raise ApiError(40002, "invalid grant_type")
+                found = self.oauth_codes.get(q.get("code", ""))
+                if found is None:
+                    raise ApiError(40029, "invalid code")
+                if found.used:
+                    raise ApiError(40163, "code been used")
+                if found.expires_at <= self.now():
+                    raise ApiError(42003, "code expired")
+                found.used = True
+            except ApiError as e:
+                return JSONResponse({"errcode": e.errcode, "errmsg": e.errmsg})
+        answer: JSON = {
+            "access_token": "PAGE_" + secrets.token_urlsafe(32),
+            "expires_in": 7200,
+            "refresh_token": "REFRESH_" + secrets.token_urlsafe(32),
+            "openid": found.openid,
+            "scope": "snsapi_base",
+        }
+        if found.snapshot:
+            answer["is_snapshotuser"] = 1
+        return JSONResponse(answer)
 
     # -- the callback client -----------------------------------------------------------------------
 
@@ -588,12 +705,24 @@ class WechatEmulator:
             if subs is not None:
                 if not 1 <= len(subs) <= 5:
                     raise ApiError(40017, "invalid sub button size")
-                for s in subs:
-                    if (
-                        len(str(s.get("name", "")).encode()) > 60
-                        or s.get("type") != "click"
-                        or not s.get("key")
-                    ):
-                        raise ApiError(40027, "invalid sub button name size or type")
-            elif b.get("type") != "click" or not b.get("key"):
-                raise ApiError(40019, "invalid button key size")
+                for sub in subs:
+                    if len(str(sub.get("name", "")).encode()) > 60:
+                        raise ApiError(40027, "invalid sub button name size")
+                    _check_action(sub, 40027)
+            else:
+                _check_action(b, 40019)
+
+
+def _check_action(button: JSON, errcode: int) -> None:
+    """A ``click`` needs a key (at most 128 bytes); a ``view`` an http(s) url (at most 1024 bytes)."""
+    kind = button.get("type")
+    if kind == "click":
+        if not button.get("key") or len(str(button["key"]).encode()) > 128:
+            raise ApiError(errcode, "invalid button key size")
+    elif kind == "view":
+        url = str(button.get("url") or "")
+        parts = urlsplit(url)
+        if not url or len(url.encode()) > 1024 or parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ApiError(40055 if errcode == 40019 else 40054, "invalid button url domain")
+    else:
+        raise ApiError(40017, "invalid button type")

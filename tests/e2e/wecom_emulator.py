@@ -1,7 +1,8 @@
 """WeCom's side of a self-built app (自建应用), for tests: real HTTP on 127.0.0.1, WeCom's wire formats.
 
 Written from WeCom's developer documentation (回调配置, 加解密方案说明, 接收消息与事件, 发送应用消息,
-模板卡片消息, 更新模版卡片消息, 读取成员, 通讯录回调通知, 全局错误码), not from Yibao's code; the
+模板卡片消息, 更新模版卡片消息, 读取成员, 通讯录回调通知, 自定义菜单, 网页授权登录, 获取访问用户身份,
+全局错误码), not from Yibao's code; the
 crypto is the WeChat emulator's (the same published scheme, with the corp id inside).
 
 - **The callback client**: always encrypted (``msg_signature`` over the ciphertext, AES-256-CBC, the
@@ -16,7 +17,16 @@ crypto is the WeChat emulator's (the same published scheme, with the corp id ins
   or not in the directory come back as ``invaliduser``, 81013 when no one is left), WeCom's
   per-member limits (**30 a minute, 1,000 an hour: what passes them is dropped silently**, counted
   in ``dropped``), ``message/update_template_card`` (a ``response_code`` works once: the card's
-  buttons become one that cannot be clicked), ``user/get`` (60111 for no such member), ``media/upload``.
+  buttons become one that cannot be clicked), ``user/get`` (60111 for no such member), ``media/upload``,
+  ``menu/create?agentid=`` (the app's menu: at most 3 buttons, 5 under each, ``click`` and ``view``).
+- **Web-page authorization** (on ``oauth_base_url``, the same server): ``GET /connect/oauth2/authorize``
+  (``appid`` the corp id, ``agentid`` the app's) redirects (302) to ``redirect_uri?code=CODE&state=STATE``
+  for whoever a test put ``in_browser`` (a ``Member``, or a ``Visitor`` from outside the company;
+  ``member.opens_page`` puts the member there, as a tap on the menu's page entry does);
+  ``GET /cgi-bin/auth/getuserinfo`` trades the code, with the app's access_token, for ``userid`` (a
+  member, in the app's visible range or not) or ``openid`` (and ``external_userid`` for a customer)
+  for a visitor. A code is good once, for 5 minutes: 40029 ("invalid code") otherwise; a code whose
+  redirect was off the app's 可信域名 (``trusted_domain``, when set) is 50001.
 """
 
 from __future__ import annotations
@@ -28,19 +38,38 @@ import time
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
 from botapi_emulator import LoopbackServer, Upload, _parse_multipart
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
-from wechat_emulator import ApiError, Callback, Message, _Aes, _fields, _sha1, _xml
+from wechat_emulator import ApiError, Callback, Message, _Aes, _check_action, _fields, _sha1, _xml
 
 JSON = dict[str, Any]
 TEXT_MAX_BYTES = 2048
 PER_MINUTE = 30
 PER_HOUR = 1000
+CODE_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class Visitor:
+    """Someone outside the company opening the app's page (a WeChat user): no userid."""
+
+    openid: str
+    external_userid: str | None = None
+    """Set for a customer of the company (客户) whose contact is in the app's visible range."""
+
+
+@dataclass
+class _OAuthCode:
+    who: Member | Visitor
+    expires_at: float
+    domain: str
+    used: bool = False
 
 
 @dataclass
@@ -93,6 +122,32 @@ class Member:
             "MsgId": self._msg_id,
         }
         return self.emulator.deliver(fields)
+
+    def clicks_menu(self, name: str) -> Callback:
+        """Taps the app menu's ``click`` button named ``name`` (in the menu ``menu/create`` set last):
+        a ``click`` event with its key."""
+        menu = self.emulator.menus[-1] if self.emulator.menus else {"button": []}
+        buttons = [s for b in menu["button"] for s in b.get("sub_button", [b])]
+        for b in buttons:
+            if b.get("name") == name and b.get("type") == "click":
+                fields = {**self._base("event"), "Event": "click", "EventKey": str(b["key"])}
+                return self.emulator.deliver(fields)
+        raise AssertionError(f"no click button {name!r} in the app's menu")
+
+    def opens_page(self, name: str) -> str:
+        """Taps the app menu's ``view`` button named ``name``: WeCom's browser opens its URL with
+        this member in it (``in_browser``), and the app hears of it (a ``view`` event, when
+        ``callback_url`` is set). Returns the URL, for a real browser to open."""
+        menu = self.emulator.menus[-1] if self.emulator.menus else {"button": []}
+        buttons = [s for b in menu["button"] for s in b.get("sub_button", [b])]
+        for b in buttons:
+            if b.get("name") == name and b.get("type") == "view":
+                url = str(b["url"])
+                self.emulator.in_browser = self
+                if self.emulator.callback_url:
+                    self.emulator.deliver({**self._base("event"), "Event": "view", "EventKey": url})
+                return url
+        raise AssertionError(f"no view button {name!r} in the app's menu")
 
     def clicks(self, button: str, *, card: Card | None = None, force: bool = False) -> Callback:
         """Clicks the button showing ``button`` on ``card`` (else the newest card that has one). A
@@ -163,10 +218,22 @@ class WecomEmulator:
     """Messages WeCom dropped, silently, for passing a member's limits."""
     calls: list[tuple[str, JSON]] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock)
+    menus: list[JSON] = field(default_factory=list)
+    """What ``menu/create`` set, in order."""
+    in_browser: Member | Visitor | None = None
+    """Who has the page open in WeCom's (or WeChat's) browser: ``authorize`` redirects with their code."""
+    trusted_domain: str | None = None
+    """The app's 可信域名 (host[:port]); None: any."""
+    oauth_codes: dict[str, _OAuthCode] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.aes = _Aes(self.encoding_aes_key, self.corp_id)
-        app = Starlette(routes=[Route("/cgi-bin/{path:path}", self._endpoint, methods=["GET", "POST"])])
+        app = Starlette(
+            routes=[
+                Route("/cgi-bin/{path:path}", self._endpoint, methods=["GET", "POST"]),
+                Route("/connect/oauth2/authorize", self._authorize, methods=["GET"]),
+            ]
+        )
         self.server = LoopbackServer(app, name="wecom-emulator")
 
     @property
@@ -198,6 +265,77 @@ class WecomEmulator:
     def calls_to(self, path: str) -> list[JSON]:
         with self.lock:
             return [body for p, body in self.calls if p == path]
+
+    # -- web-page authorization --------------------------------------------------------------------
+
+    @property
+    def oauth_base_url(self) -> str:
+        """Yibao's ``wecom.oauth_base_url``: the authorize page is on this emulator too."""
+        return self.server.url
+
+    def oauth_code(self, who: Member | Visitor, *, domain: str = "") -> str:
+        """A code for ``who``, as the authorize page puts it in the redirect (good once, 5 min);
+        ``domain``: the redirect's host, checked against ``trusted_domain`` at the exchange."""
+        code = secrets.token_urlsafe(24)
+        with self.lock:
+            self.oauth_codes[code] = _OAuthCode(who, time.time() + CODE_SECONDS, domain)
+        return code
+
+    async def _authorize(self, request: Request) -> Response:
+        q = request.query_params
+        if q.get("appid") != self.corp_id:
+            return PlainTextResponse("参数错误: appid", status_code=400)
+        if q.get("agentid") not in (None, str(self.agent_id)):
+            return PlainTextResponse("参数错误: agentid", status_code=400)
+        if q.get("response_type") != "code" or q.get("scope") not in (
+            "snsapi_base",
+            "snsapi_privateinfo",
+        ):
+            return PlainTextResponse("参数错误: scope", status_code=400)
+        redirect = urlsplit(q.get("redirect_uri", ""))
+        if redirect.scheme not in ("http", "https") or not redirect.netloc:
+            return PlainTextResponse("参数错误: redirect_uri", status_code=400)
+        who = self.in_browser
+        if who is None:
+            return PlainTextResponse("请在企业微信客户端打开链接", status_code=200)
+        code = self.oauth_code(who, domain=redirect.netloc)
+        query = urlencode({"code": code, "state": q.get("state", "")})
+        sep = "&" if redirect.query else ""
+        target = urlunsplit(redirect._replace(query=f"{redirect.query}{sep}{query}", fragment=""))
+        return RedirectResponse(target, status_code=302)
+
+    def _getuserinfo(self, query: dict[str, str]) -> JSON:
+        found = self.oauth_codes.get(query.get("code", ""))
+        if found is None or found.used or found.expires_at <= time.time():
+            raise ApiError(40029, "invalid code")
+        found.used = True
+        if self.trusted_domain is not None and found.domain and found.domain != self.trusted_domain:
+            raise ApiError(50001, "redirect_url not authorized")
+        if isinstance(found.who, Member):
+            return {"userid": found.who.userid}
+        answer: JSON = {"openid": found.who.openid}
+        if found.who.external_userid is not None:
+            answer["external_userid"] = found.who.external_userid
+        return answer
+
+    @staticmethod
+    def _check_menu(body: JSON) -> None:
+        buttons = body.get("button") or []
+        if not 1 <= len(buttons) <= 3:
+            raise ApiError(40016, "invalid button size")
+        for b in buttons:
+            if len(str(b.get("name", "")).encode()) > 16:
+                raise ApiError(40018, "invalid button name size")
+            subs = b.get("sub_button")
+            if subs is not None:
+                if not 1 <= len(subs) <= 5:
+                    raise ApiError(40023, "invalid sub button size")
+                for sub in subs:
+                    if len(str(sub.get("name", "")).encode()) > 40:
+                        raise ApiError(40025, "invalid sub button name size")
+                    _check_action(sub, 40027)
+            else:
+                _check_action(b, 40019)
 
     # -- the callback client -----------------------------------------------------------------------
 
@@ -292,6 +430,14 @@ class WecomEmulator:
                 return self._send(body)
             if path == "/cgi-bin/message/update_template_card":
                 return self._update_card(body)
+            if path == "/cgi-bin/auth/getuserinfo":
+                return self._getuserinfo(query)
+            if path == "/cgi-bin/menu/create":
+                if query.get("agentid") != str(self.agent_id):
+                    raise ApiError(40056, "invalid agentid")
+                self._check_menu(body)
+                self.menus.append(body)
+                return {}
             if path == "/cgi-bin/user/get":
                 member = self.members.get(query.get("userid", ""))
                 if member is None:
