@@ -48,6 +48,9 @@ class Inbound(_Frozen):
     directory_name: SecretStr | None = None
     """The user's name as the chat platform's directory has it (a WeCom company's), given with
     ``/bind`` when the operator wants it proposed; the insurance platform still has to match it."""
+    from_page: bool = False
+    """Sent from one of Yibao's own pages (``platforms.web``), not typed in the chat: nothing of it
+    stays in a chat history (the bind's consent need not warn that the ID number will)."""
 
 
 class Button(_Frozen):
@@ -80,6 +83,17 @@ class Reply(_Frozen):
     """This reply tells the user that everything kept about them was erased (``/unbind``, once the
     store has done it): a platform that keeps anything of the user's itself (the console's chart
     files) deletes it too."""
+    web_link: str | None = None
+    """A link to one of Yibao's pages (``platforms.web``: ``/web``'s single-use link) that goes with
+    the text. Telegram shows it as a button under the message (a Mini App ``web_app`` button for an
+    https link, else a plain ``url`` button); WeChat, WeCom and the console put it on a line of its
+    own after the text (``text_with_link``), so the text must read well either way."""
+
+    def text_with_link(self) -> str:
+        """The text, and the web link on a line of its own after it (platforms without buttons)."""
+        if not self.web_link:
+            return self.text
+        return f"{self.text}\n{self.web_link}" if self.text else self.web_link
 
 
 class State(StrEnum):

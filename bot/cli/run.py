@@ -81,6 +81,12 @@ def token_check(api: TokenApi) -> Callable[[], Awaitable[Readiness]]:
     return check
 
 
+def web_prefix() -> str:
+    from platforms import web
+
+    return web.PREFIX
+
+
 def http_server(settings: Settings) -> HttpServer:
     return HttpServer(host=settings.http.listen_host, port=settings.http.listen_port)
 
@@ -150,6 +156,10 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             outlets[wc.platform] = wc
             checks["wecom"] = token_check(wc.api)
             serving.append(f"WeCom on {path} (app {settings.wecom.agent_id})")
+        if settings.web.enabled:
+            # The OAuth entries are wired where the WeChat and WeCom clients are (issue 15's other half).
+            routes += runtime.web_pages().routes()
+            serving.append(f"the pages on {web_prefix()} ({settings.web.public_url or 'no web.public_url'})")
         if routes or settings.http.always:
             http = http_server(settings)
             runtime.observe(http)

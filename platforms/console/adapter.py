@@ -100,11 +100,12 @@ class ConsoleAdapter:
 
     def _render(self, replies: Sequence[Reply]) -> None:
         for reply in replies:
+            text = reply.text_with_link()
             if self.interactive:
-                lines = reply.text.splitlines() or [""]
+                lines = text.splitlines() or [""]
                 self._write("Yibao › " + "\n        ".join(lines) + "\n")
             else:
-                self._write("".join(line + "\n" for line in reply.text.splitlines() if line.strip()))
+                self._write("".join(line + "\n" for line in text.splitlines() if line.strip()))
             if reply.attachment is not None:
                 path = self._save(reply.attachment.filename, reply.attachment.content)
                 self._write(("        " if self.interactive else "") + f"🖼 {path}\n")
@@ -160,8 +161,10 @@ class ConsoleAdapter:
         """An unprompted message (the ``Outlet`` port)."""
         if user != self.user:
             return
+        if any(reply.erased for reply in replies):  # erased from a page: the files go too
+            self._erase_files()
         for reply in replies:
-            self._unprompted(reply.text)
+            self._unprompted(reply.text_with_link())
 
     async def show_sms(self, masked_to: str, text: str) -> None:
         """The console SMS gateway: the SMS shows up in the chat, addressed to the masked number."""

@@ -25,3 +25,8 @@ UNBIND = f"{PREFIX}/unbind"
 def url(public_url: str, path: str) -> str:
     """``path`` on the server users reach at ``public_url``."""
     return public_url.rstrip("/") + path
+
+
+TELEGRAM_SESSION = f"{PREFIX}/tg/session"
+"""Where the Mini App's entry posts ``initData``, for a session cookie."""
+STATIC = f"{PREFIX}/static"
