@@ -66,6 +66,7 @@ _BIND_STATES = {
     State.BIND_CODE: "code",
 }
 _BIND_SAYS = ("/bind", "/resend", "/cancel", "/facecheck", "/platform ")
+_ANY_METHOD = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 _TELEGRAM_SCRIPT = "https://telegram.org/js/telegram-web-app.js"
 _TELEGRAM_FRAMES = "https://web.telegram.org"
 
@@ -199,7 +200,7 @@ class WebPages:
             (f"{web.STATIC}/yibao.css", self._stylesheet),
             (web.PREFIX + "/{rest:path}", self._not_found),
         ]
-        return [Route(path, endpoint, name=f"web:{path}") for path, endpoint in pages]
+        return [Route(path, endpoint, methods=_ANY_METHOD, name=f"web:{path}") for path, endpoint in pages]
 
     # -- the frame: language, errors, rendering --------------------------------------------------
 
