@@ -16,7 +16,7 @@ from dialogs.amounts import format_money
 from dialogs.ports import ChartData
 
 WIDTH, HEIGHT = 360, 260
-LEFT, RIGHT = 44, 8
+LEFT, RIGHT = 52, 8
 LINE_TOP, LINE_BOTTOM = 24, 104
 BAR_TOP, BAR_BOTTOM = 132, 226
 COLOURS = ("#2f6fb0", "#e0883a", "#4c9a5b", "#9b59b6", "#7f8c8d")
@@ -30,6 +30,11 @@ class Bar:
     height: float
     colour: str
     title: str
+
+
+def _axis(value: Decimal) -> str:
+    """An axis label: whole yuan (the axis tops are round numbers)."""
+    return f"¥{int(value):,}"
 
 
 def _scale(top: Decimal) -> Decimal:
@@ -110,9 +115,9 @@ class SvgCharts:
             slot=slot,
             line=(LINE_TOP, LINE_BOTTOM),
             bar=(BAR_TOP, BAR_BOTTOM),
-            line_top=format_money(line_top),
-            line_bottom=format_money(line_bottom),
-            bar_max=format_money(bar_top),
+            line_top=_axis(line_top),
+            line_bottom=_axis(line_bottom),
+            bar_max=_axis(bar_top),
             points=points,
             bars=bars,
             legend=legend,

@@ -307,15 +307,20 @@ class WebPages:
             return self.error(ctx, 503, {"Retry-After": "5"})
 
     def _same_origin(self, request: Request) -> bool:
-        """A form posted from this server's own pages: ``Origin`` (sent by browsers with every POST)
-        names this host, or is absent (an older browser: the CSRF token still has to match)."""
+        """A form posted from this server's own pages. Browsers say where a request comes from in
+        ``Sec-Fetch-Site`` (``same-origin``); without it, in ``Origin`` (which our ``no-referrer``
+        policy makes ``null`` for forms, telling nothing); with neither (an older browser), the CSRF
+        token alone decides."""
+        site = request.headers.get("sec-fetch-site")
+        if site is not None:
+            return site in ("same-origin", "none")
         origin = request.headers.get("origin")
-        if origin is None:
+        if origin is None or origin == "null":
             return True
         allowed = {request.headers.get("host", "")}
         if self.settings.public_url:
             allowed.add(urlsplit(self.settings.public_url).netloc)
-        return urlsplit(origin).netloc in allowed and origin != "null"
+        return urlsplit(origin).netloc in allowed
 
     async def _form(self, request: Request) -> dict[str, str]:
         length = request.headers.get("content-length")

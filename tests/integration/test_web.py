@@ -205,6 +205,8 @@ async def test_a_post_without_the_csrf_token_is_refused(pages: Pages) -> None:
     assert r.status_code == 403
     r = await pages.post(web.BIND, {"say": "/bind"}, origin="https://evil.example")
     assert r.status_code == 403
+    r = await pages.post(web.BIND, {"say": "/bind"}, **{"sec-fetch-site": "cross-site"})
+    assert r.status_code == 403
     state = await pages.harness.runtime.store.peek(ALICE)
     assert state.session.state.value == "idle"  # none of them reached the conversation
 
