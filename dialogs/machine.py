@@ -159,7 +159,7 @@ class Conversation:
         the host's ``/start``, ``/help`` and ``/cancel`` included, only from a user who is in one of
         Yibao's flows. One Redis read when it is not a command of Yibao's."""
         cmd = parse_command(normalize(inbound.text))
-        if cmd is not None and cmd.name in _MOUNTED_COMMANDS:
+        if cmd is not None and cmd.name in _MOUNTED_COMMANDS and (cmd.name != "web" or self.web is not None):
             return True
         state = await self.store.peek(inbound.user)
         return state.session.state is not State.IDLE
