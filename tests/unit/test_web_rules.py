@@ -17,7 +17,7 @@ from platforms.web.charts import SvgCharts
 from platforms.web.pages import accepted_locale, environment, security_headers
 from platforms.web.telegram import telegram_user
 
-TOKEN = "123456:AAtestTokenAbcdefghijklmnopqrstuvwxyz"  # noqa: S105 - a test's
+TOKEN = "123456:AAtestTokenAbcdefghijklmnopqrstuvwxyz"
 NOW = 1_790_000_000
 
 
