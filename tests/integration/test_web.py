@@ -11,7 +11,8 @@ import hmac
 import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -20,9 +21,11 @@ import pytest
 from conftest import Harness, HarnessFactory, person
 
 from bot.http.server import HttpServer
+from bot.storage.embedded_redis import EmbeddedRedis
 from dialogs.models import Inbound, Reply, UserKey
 from platforms import web
 
+RedisFactory = Callable[..., EmbeddedRedis]  # the redis_factory fixture in tests/conftest.py
 BOT_TOKEN = "123456:AAwebTestTokenAbcdefghijklmnopqrstuvw"
 ALICE = UserKey("console:alice")
 
@@ -119,12 +122,9 @@ def tg_fields(user_id: int = 4242, auth_date: float | None = None) -> dict[str, 
     }
 
 
-@pytest.fixture
-async def pages(make_harness: HarnessFactory) -> AsyncIterator[Pages]:
-    harness = await make_harness(
-        web={"enabled": True, "public_url": "https://yibao.example.test"},
-        telegram={"token": BOT_TOKEN},
-    )
+@asynccontextmanager
+async def serving(harness: Harness) -> AsyncIterator[Pages]:
+    """The harness's pages on a loopback port, and an httpx client for them (English pages)."""
     chat = ChatOutlet()
     runtime = harness.runtime
     runtime.followups.outlets["console"] = chat
@@ -133,9 +133,21 @@ async def pages(make_harness: HarnessFactory) -> AsyncIterator[Pages]:
     server.mount(runtime.web_pages(identities={"wx": FakeIdentity()}).routes())
     await server.start()
     base = f"http://127.0.0.1:{server.port}"
-    async with httpx.AsyncClient(base_url=base, timeout=30, headers={"accept-language": "en"}) as http:
-        yield Pages(harness, http, chat)
-    await server.stop()
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=30, headers={"accept-language": "en"}) as http:
+            yield Pages(harness, http, chat)
+    finally:
+        await server.stop()
+
+
+WEB = {"enabled": True, "public_url": "https://yibao.example.test"}
+
+
+@pytest.fixture
+async def pages(make_harness: HarnessFactory) -> AsyncIterator[Pages]:
+    harness = await make_harness(web=WEB, telegram={"token": BOT_TOKEN})
+    async with serving(harness) as served:
+        yield served
 
 
 def _inbound(user: str, text: str) -> Inbound:
@@ -382,3 +394,18 @@ async def test_errors_are_pages_in_the_user_s_language(pages: Pages) -> None:
     r = await pages.http.get(web.LINK.format(token="y" * 43))
     assert r.status_code == 429
     assert r.headers["retry-after"] == "60"
+
+
+async def test_a_redis_outage_is_a_503_page(
+    make_harness: HarnessFactory, redis_factory: RedisFactory
+) -> None:
+    server = redis_factory(tcp=True)
+    harness = await make_harness(web=WEB, redis={"url": server.url, "connect_wait_seconds": 0})
+    async with serving(harness) as pages:
+        await pages.open_link()
+        server.stop()
+        r = await pages.get(web.ACCOUNT)
+        assert r.status_code == 503
+        assert r.headers["retry-after"] == "5"
+        assert "try again in a moment" in r.text
+        assert "default-src 'none'" in r.headers["content-security-policy"]
