@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -409,3 +410,57 @@ async def test_a_redis_outage_is_a_503_page(
         assert r.headers["retry-after"] == "5"
         assert "try again in a moment" in r.text
         assert "default-src 'none'" in r.headers["content-security-policy"]
+
+
+async def test_the_platform_choice_is_buttons_on_the_page(make_harness: HarnessFactory) -> None:
+    two = {
+        "platforms": [
+            {"name": "beijing", "label": "北京医保", "regions": ["11"]},
+            {"name": "shanghai", "label": "上海医保", "regions": ["31"]},
+        ]
+    }
+    harness = await make_harness(web=WEB, insurance=two)
+    who = person("low_balance")  # a Shanghai ID number
+    async with serving(harness) as pages:
+        await pages.open_link()
+        await pages.get(web.BIND)
+        await pages.post(web.BIND, {"say": "/bind"})
+        r = await pages.post(web.BIND, {"name": who.name, "id_number": who.id_number})
+        assert "Step 3 of 4" in r.text
+        assert re.findall(r'name="say" value="(/platform [a-z]+)"', r.text) == [
+            "/platform shanghai",
+            "/platform beijing",
+        ]
+        again = await pages.get(web.BIND)  # the choices are restated on a reload
+        assert 'value="/platform shanghai"' in again.text
+        r = await pages.post(web.BIND, {"say": "/platform shanghai"})
+        assert "Step 4 of 4" in r.text
+        r = await pages.post(web.BIND, {"code": harness.last_code()})
+        assert "Your account is bound" in r.text
+
+
+async def test_help_lists_web_only_when_the_pages_are_on(make_harness: HarnessFactory) -> None:
+    off = await make_harness()
+    assert "/web" not in await off.say("/help")
+    assert "I don't know the command /web" in await off.say("/web")
+    on = await make_harness(web=WEB)
+    assert "/web — Yibao's page" in await on.say("/help")
+
+
+async def test_the_page_logs_no_id_number(pages: Pages, caplog: pytest.LogCaptureFixture) -> None:
+    who = person("normal")
+    caplog.set_level(logging.DEBUG)
+    await pages.open_link()
+    await pages.get(web.BIND)
+    await pages.post(web.BIND, {"say": "/bind"})
+    await pages.post(web.BIND, {"name": who.name, "id_number": who.id_number})
+    code = pages.harness.last_code()
+    await pages.post(web.BIND, {"code": code})
+    assert "Your account is bound" in (pages.last.text if pages.last else "")
+    ours = [
+        r for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))
+    ]  # not the test's client
+    logged = "\n".join(r.getMessage() for r in ours)
+    assert who.id_number not in logged
+    assert code not in logged
+    assert pages.cookie not in logged
