@@ -418,15 +418,19 @@ def test_telegram_wechat_and_wecom_in_one_process_on_one_port(
             YIBAO_TELEGRAM__MODE="webhook",
             YIBAO_TELEGRAM__WEBHOOK_URL=f"http://127.0.0.1:{port}/telegram",
             YIBAO_TELEGRAM__WEBHOOK_SECRET="one-port",
+            YIBAO_WEB__ENABLED="true",
         )
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json() == {"status": "ok"}
+        entry = httpx.get(f"http://127.0.0.1:{port}/web/tg", timeout=5)  # the pages on the same port
+        assert entry.status_code == 200
+        assert "script-src 'nonce-" in entry.headers["content-security-policy"]
         wx = emulator.user()
         wx.follows()
         assert "/balance" in wx.converse("/help", "/balance").text
         tg = telegram.user(6101, language_code="en")
         before = len(tg.inbox)
         tg.says("/help")
-        tg.wait_for("Commands:", after=before)
+        tg.wait_for("/web", after=before)  # offered, the pages being on
         wecom.callback_url = f"http://127.0.0.1:{port}/wecom"
         assert "/balance" in wecom.member("hr.test").converse("/help", "/balance").text
         assert bot.stop() == 0
@@ -434,3 +438,4 @@ def test_telegram_wechat_and_wecom_in_one_process_on_one_port(
         assert "serving Telegram by webhook" in log
         assert "WeChat on /wechat" in log
         assert "WeCom on /wecom" in log
+        assert "the pages on /web" in log
