@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -33,7 +34,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from jinja2 import Environment, PackageLoader, select_autoescape
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -71,15 +72,31 @@ _TELEGRAM_SCRIPT = "https://telegram.org/js/telegram-web-app.js"
 _TELEGRAM_FRAMES = "https://web.telegram.org"
 
 
+_URL = re.compile(r"https?://[^\s<>\"'，。；）]+")
+
+
+def linkify(text: str) -> Markup:
+    """A reply's line, escaped, with its http(s) addresses as links (a face check's page): the
+    address is escaped as the text around it, so nothing in it becomes markup."""
+    out, last = Markup(""), 0
+    for m in _URL.finditer(text):
+        out += escape(text[last : m.start()])
+        out += Markup('<a href="{0}" rel="noopener noreferrer">{0}</a>').format(m.group(0))
+        last = m.end()
+    return out + escape(text[last:])
+
+
 @cache
 def environment() -> Environment:
     """The pages' templates, autoescaped (every value is text unless marked safe on purpose)."""
-    return Environment(
+    env = Environment(
         loader=PackageLoader("platforms.web", "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["linkify"] = linkify
+    return env
 
 
 @cache

@@ -464,3 +464,23 @@ async def test_the_page_logs_no_id_number(pages: Pages, caplog: pytest.LogCaptur
     assert who.id_number not in logged
     assert code not in logged
     assert pages.cookie not in logged
+
+
+async def test_the_face_check_is_a_link_then_a_button_on_the_page(make_harness: HarnessFactory) -> None:
+    face = {"platforms": [{"name": "sandbox", "label": "Sandbox", "sandbox_profile": "face_check"}]}
+    harness = await make_harness(web=WEB, insurance=face)
+    who = person("normal")
+    async with serving(harness) as pages:
+        await pages.open_link()
+        await pages.get(web.BIND)
+        await pages.post(web.BIND, {"say": "/bind"})
+        r = await pages.post(web.BIND, {"name": who.name, "id_number": who.id_number})
+        assert re.search(
+            r'<a href="https://sandbox\.yibao\.invalid/face-check/[^"]+" rel="noopener noreferrer">', r.text
+        )
+        assert r.text.count('value="/facecheck"') == 1
+        harness.runtime.sandboxes["sandbox"].finish_face_check(who.member_id, True)
+        r = await pages.post(web.BIND, {"say": "/facecheck"})
+        assert 'id="code"' in r.text
+        r = await pages.post(web.BIND, {"code": harness.last_code()})
+        assert "Your account is bound" in r.text

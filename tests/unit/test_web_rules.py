@@ -99,3 +99,13 @@ def test_the_chart_escapes_its_labels_and_keeps_its_figures() -> None:
     assert "<b>" not in html
     assert "¥11.00" in html  # December's total, in the table
     assert html.count("<rect") >= 11
+
+
+def test_links_in_replies_are_links_and_nothing_else_is_markup() -> None:
+    from platforms.web.pages import linkify
+
+    html = str(linkify('请在 https://face.example/c?t=1&a=2 完成核验 <b>"x"</b>'))
+    assert '<a href="https://face.example/c?t=1&amp;a=2" rel="noopener noreferrer">' in html
+    assert "&lt;b&gt;" in html
+    assert str(linkify('javascript:alert(1) "http://x.example/" onclick=1')).count("<a ") == 1
+    assert 'href="http://x.example/"' in str(linkify('"http://x.example/"'))
