@@ -9,6 +9,8 @@ One browser and one chat for the module. Skipped only without Chromium, and neve
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -17,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from chat_process import Chat, clean_env, demo, free_port, wait_for_line
@@ -36,6 +39,7 @@ from selenium.webdriver.support.expected_conditions import staleness_of  # noqa:
 from selenium.webdriver.support.wait import WebDriverWait  # noqa: E402
 
 SIZES = {"phone": (390, 844), "desktop": (1280, 800)}
+BOT_TOKEN = "123456:AAbrowserTestTokenAbcdefghijklmnopqr"
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +104,7 @@ def yibao(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[
         YIBAO_WEB__ENABLED="true",
         YIBAO_HTTP__LISTEN_PORT=str(free_port()),
         YIBAO_ALERTS__ENABLED="false",
+        YIBAO_TELEGRAM__TOKEN=BOT_TOKEN,  # only for the Mini App's initData here: `yibao chat` never calls Telegram
         LANG="C.UTF-8",
     )
     chat = Chat(env, folder)
@@ -208,6 +213,42 @@ def test_unbind_on_the_page(browser: webdriver.Chrome, yibao: Demo, shots: Path)
     browser.get(browser.current_url.rsplit("/web/", 1)[0] + "/web/account")
     assert "/web" in browser.page_source  # the session ended with the erasure: a page saying how to get back
     assert browser.find_elements(By.CSS_SELECTOR, "h1")
+
+
+def signed_init_data(user_id: int) -> str:
+    """initData as Telegram signs it (core.telegram.org/bots/webapps), by this test's own signer."""
+    fields = {"auth_date": str(int(time.time())), "user": json.dumps({"id": user_id, "first_name": "T"})}
+    check = "\n".join(f"{k}={v}" for k, v in sorted(fields.items()))
+    secret = hmac.new(b"WebAppData", BOT_TOKEN.encode(), hashlib.sha256).digest()
+    return urlencode({**fields, "hash": hmac.new(secret, check.encode(), hashlib.sha256).hexdigest()})
+
+
+def test_the_mini_app_hands_over_init_data(browser: webdriver.Chrome, yibao: Demo) -> None:
+    """The one page with script, in the browser: Telegram's script (blocked here: no Telegram to
+    reach) stands in as ``window.Telegram``, and the page's own nonce'd script posts ``initData``."""
+    base = browser.current_url.rsplit("/web/", 1)[0]
+    browser.delete_all_cookies()
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*telegram.org*"]})
+    stand_in = browser.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument",
+        {
+            "source": "window.Telegram = {WebApp: {initData: "
+            + json.dumps(signed_init_data(777001))
+            + ", ready: function () {}}};"
+        },
+    )
+    try:
+        browser.get(base + "/web/tg")
+        WebDriverWait(browser, 15).until(lambda b: b.current_url.endswith("/web/bind"))
+        assert "开始绑定" in browser.page_source  # tg:777001 has a session, and is not bound
+        browser.delete_all_cookies()
+        browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", stand_in)
+        browser.get(base + "/web/tg")  # outside Telegram: no initData, the page says how to get in
+        WebDriverWait(browser, 15).until(lambda b: "/web" in b.find_element(By.ID, "status").text)
+        assert browser.current_url.endswith("/web/tg")
+    finally:
+        browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
 
 
 def test_screenshots_are_kept_outside_the_repository(shots: Path) -> None:
