@@ -585,6 +585,7 @@ class _Turn(BindingFlow, AccountFlow, AlertFlow, PlacesFlow, MemberInfoFlow):
             "channel.choices": t.gettext("the choices last offered to you"),
             "channel.subscriptions": t.gettext("subscription messages you accepted"),
             "channel.held": t.gettext("an alert kept for your next message"),
+            "web.sessions": t.gettext("sessions open on Yibao's page"),
         }
         return labels.get(what, what)
 

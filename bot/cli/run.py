@@ -157,6 +157,13 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             checks["wecom"] = token_check(wc.api)
             serving.append(f"WeCom on {path} (app {settings.wecom.agent_id})")
         if settings.web.enabled:
+            if settings.web.public_url is None:
+                log.warning(
+                    "web.enabled without web.public_url: /web links point at this server's own "
+                    "http://%s:%s, which only this machine may reach",
+                    settings.http.listen_host,
+                    settings.http.listen_port,
+                )
             # The OAuth entries are wired where the WeChat and WeCom clients are (issue 15's other half).
             routes += runtime.web_pages().routes()
             serving.append(f"the pages on {web_prefix()} ({settings.web.public_url or 'no web.public_url'})")

@@ -317,6 +317,7 @@ async def test_unbind_on_the_page_erases_and_ends_the_session(pages: Pages) -> N
 async def test_unbind_in_the_chat_ends_the_page_sessions(pages: Pages) -> None:
     await pages.harness.bind(person("normal"))
     await pages.open_link()
+    assert "sessions open on Yibao's page: 1 (deleted in 30 minutes)" in await pages.harness.say("/mydata")
     assert (await pages.get(web.ALERT)).status_code == 200
     await pages.harness.say("/unbind")
     await pages.harness.say("/unbind yes")
