@@ -246,7 +246,8 @@ class WebPages:
             "tg_session": web.TELEGRAM_SESSION,
         }
         values.setdefault("replies", ())
-        values.setdefault("nav", ctx.session is not None)
+        bound = ctx.state is not None and ctx.state.profile.binding is not None
+        values.setdefault("nav", ctx.session is not None and bound)
         html = self.env.get_template(template).render(
             _=ctx.t.gettext,
             locale=ctx.locale,
@@ -722,6 +723,8 @@ class WebPages:
         return Response(_css(), media_type="text/css", headers=headers)
 
     async def _not_found(self, request: Request) -> Response:
+        if request.path_params.get("rest") == "":  # /web/
+            return await self._home(request)
         return self.error(self._ctx(request), 404)
 
 

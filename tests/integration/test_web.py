@@ -485,3 +485,18 @@ async def test_the_face_check_is_a_link_then_a_button_on_the_page(make_harness: 
         assert 'id="code"' in r.text
         r = await pages.post(web.BIND, {"code": harness.last_code()})
         assert "Your account is bound" in r.text
+
+
+async def test_a_platform_in_maintenance_is_a_503_account_page(pages: Pages) -> None:
+    who = person("normal")
+    await pages.harness.bind(who)
+    await pages.open_link()
+    pages.harness.runtime.sandboxes["sandbox"].set_maintenance(who.id_number[:6], True)
+    pages.harness.clock.advance(120)  # past the balance cache
+    r = await pages.get(web.ACCOUNT)
+    assert r.status_code == 503
+    assert 'id="personal"' not in r.text  # no figure it is not sure of
+    assert "maintenance" in r.text
+    assert "<nav>" in r.text  # bound: the pages' menu
+    home = await pages.get(web.PREFIX + "/")
+    assert home.status_code == 303
