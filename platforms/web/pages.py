@@ -373,12 +373,12 @@ class WebPages:
         )
         if session is None:
             raise PageError(403)
+        ctx.session = session
+        await self._refresh(ctx)  # from here on, even a refusal speaks the user's language
         if post is not None:
             if not hmac.compare_digest(post.get("csrf", "").encode(), session.csrf.encode()):
                 raise PageError(403)
             await self._limit(f"u:{session.user}", self.settings.posts_per_minute)
-        ctx.session = session
-        await self._refresh(ctx)
         return session
 
     async def _refresh(self, ctx: _Ctx) -> UserState:

@@ -216,6 +216,10 @@ async def test_a_post_without_the_csrf_token_is_refused(pages: Pages) -> None:
     assert "<html" in r.text
     r = await pages.post(web.BIND, {"say": "/bind", "csrf": "x" * 43}, csrf=False)
     assert r.status_code == 403
+    await pages.harness.say("/lang zh")  # a refusal speaks the user's chosen language
+    r = await pages.post(web.BIND, {"say": "/bind"}, csrf=False)
+    assert r.status_code == 403
+    assert "请在聊天中发送 /web" in r.text
     r = await pages.post(web.BIND, {"say": "/bind"}, origin="https://evil.example")
     assert r.status_code == 403
     r = await pages.post(web.BIND, {"say": "/bind"}, **{"sec-fetch-site": "cross-site"})
