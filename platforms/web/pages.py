@@ -625,6 +625,8 @@ class WebPages:
             fields = dict(balance[0].fields) if balance and balance[0].fields else None
             chart = await self._say(ctx, "/chart")
             picture = next((r.attachment for r in chart if r.attachment is not None), None)
+            if picture is not None and not picture.content.startswith(b"<figure"):
+                picture = None  # not the pages' own SVG (``SvgCharts``): never shown as markup
             history = await self._say(ctx, "/history")
             return self._render(
                 ctx,
