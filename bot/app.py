@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import logging
 import os
@@ -19,6 +20,7 @@ from redis.asyncio import Redis
 
 from bot import logs, metrics
 from bot.alerts.followups import BackgroundFollowups
+from bot.alerts.outbox import chat_platform
 from bot.alerts.worker import AlertWorker
 from bot.audit.events import EventRecorder
 from bot.audit.figures import Figures, local_today
@@ -41,6 +43,7 @@ from bot.storage.health import RedisHealth, wait_for_redis
 from bot.storage.keys import Keys
 from bot.storage.metered import meter
 from bot.storage.store import RedisStore
+from bot.storage.web import RedisWebState
 from bot.storage.wechat import RedisTokenStore, RedisWechatState
 from bot.storage.wecom import RedisWecomState
 from dialogs.i18n import Catalogs
@@ -53,6 +56,10 @@ from insurance.sandbox import SandboxPlatform, SandboxProfile
 from platforms.telegram.core import TelegramCore
 from platforms.tencent.callback import CallbackGuard
 from platforms.tencent.crypto import MessageCrypto
+from platforms.web.charts import SvgCharts
+from platforms.web.links import PageLinks
+from platforms.web.oauth import OAuthIdentity
+from platforms.web.pages import PageSettings, WebPages, environment
 from platforms.wechat.api import WechatApi
 from platforms.wechat.core import AlertTemplate, WechatCore
 from platforms.wechat.oauth import WechatOAuth
@@ -96,6 +103,10 @@ class Runtime:
     """Single, Sentinel or Cluster, and what protected writes wait for (``bot.storage.connect``)."""
     followups: BackgroundFollowups = field(default_factory=lambda: BackgroundFollowups(limit_seconds=600))
     """The conversation's background work (face checks); its ``outlets`` are filled by the runner."""
+    web_state: RedisWebState | None = None
+    web_links: PageLinks | None = None
+    """With ``[web] enabled``: what ``/web`` makes its links with; ``base_url`` is the address users
+    reach the pages at (``yibao chat`` sets its loopback one once it listens)."""
     _closed: bool = field(default=False, repr=False)
     _outbox_seen: set[str] = field(default_factory=lambda: {"tg"}, repr=False)
 
@@ -103,9 +114,12 @@ class Runtime:
         """The conversation's answer to one message, counted and timed (``yibao_updates_total``,
         ``yibao_answer_seconds``, the daily latency figures) by the user key's platform. This is
         what every chat platform is given to call, so a new one reports by its user keys alone."""
+        return await self._handle_on(self.conversation, inbound)
+
+    async def _handle_on(self, conversation: Conversation, inbound: Inbound) -> tuple[Reply, ...]:
         platform = metrics.platform_of(inbound.user)
         start = time.perf_counter()
-        replies = await self.conversation.handle(inbound)
+        replies = await conversation.handle(inbound)
         seconds = time.perf_counter() - start
         cmd = parse_command(normalize(inbound.text))
         kind = "text" if cmd is None else cmd.name if cmd.name in KNOWN_COMMANDS else "other"
@@ -166,6 +180,44 @@ class Runtime:
             metrics.OUTBOX_DEPTH.labels(p).set(depth + later)
             age = max(0.0, (now_ms - min(firsts)) / 1000) if firsts else 0.0
             metrics.OUTBOX_OLDEST_AGE.labels(p).set(age)
+
+    def web_pages(self, identities: Mapping[str, OAuthIdentity] | None = None) -> WebPages:
+        """Yibao's own pages over this runtime (``[web] enabled``): the same conversation, store and
+        limits as the chats (its ``/chart`` drawn as SVG for the page), the user's chat told of what
+        a page did through the outlets the runner registered (``followups.outlets``). ``identities``:
+        who opened ``/web/wx`` and ``/web/wecom`` (``wx``, ``wecom``: the WeChat and WeCom OAuth)."""
+        if self.web_state is None:
+            raise StartupError("web.enabled is false")
+        conversation = copy.copy(self.conversation)
+        conversation.charts = SvgCharts(environment())
+
+        async def handle(inbound: Inbound) -> tuple[Reply, ...]:
+            return await self._handle_on(conversation, inbound)
+
+        async def notify(user: UserKey, replies: tuple[Reply, ...]) -> None:
+            outlet = self.followups.outlets.get(chat_platform(user))
+            if outlet is None:
+                log.info("a page changed something for %s; no outlet for its chat platform", user)
+                return
+            await outlet.deliver(user, replies)
+
+        w = self.settings.web
+        token = read_secret(self.settings.telegram.token, self.settings.telegram.token_file)
+        return WebPages(
+            state=self.web_state,
+            handle=handle,
+            peek=self.store.peek,
+            notify=notify,
+            catalogs=self.conversation.catalogs,
+            settings=PageSettings(
+                public_url=w.public_url,
+                max_age_seconds=w.max_age_seconds,
+                session_seconds=w.session_seconds,
+                default_locale=self.settings.general.default_locale,
+            ),
+            telegram_token=token.get_secret_value() if token is not None else None,
+            identities=identities,
+        )
 
     def telegram_core(self) -> TelegramCore:
         """Yibao's Telegram platform over this runtime, for an engine of ``yibao run`` or a host's bot
@@ -520,6 +572,11 @@ async def build_runtime(
     subject = SubjectData(redis, keys=keys, codec=store.codec, cipher=cipher, tz=tz)
     wait = settings.insurance.verification_wait_seconds
     followups = BackgroundFollowups(limit_seconds=wait + 60)
+    web_state = web_links = None
+    if settings.web.enabled:
+        web_state = RedisWebState(redis, keys, cipher)
+        h = settings.http
+        web_links = PageLinks(web_state, settings.web.public_url or f"http://{h.listen_host}:{h.listen_port}")
     conversation = Conversation(
         store=store,
         insurance=insurance,
@@ -540,6 +597,7 @@ async def build_runtime(
         inventory=subject,
         qr=SegnoQr(),
         followups=followups,
+        web=web_links,
     )
     return Runtime(
         settings,
@@ -558,4 +616,6 @@ async def build_runtime(
         subject=subject,
         topology=topology,
         followups=followups,
+        web_state=web_state,
+        web_links=web_links,
     )

@@ -46,7 +46,22 @@ class AccountFlow(Turn):
             view, fresh = await self.current_balance(binding)
         except InsuranceProblem as problem:
             return self.out(self.account_problem(problem))
-        return self.out(*self.balance_texts(view), cache_balance=fresh)
+        outcome = self.out(*self.balance_texts(view), cache_balance=fresh)
+        first = outcome.replies[0].model_copy(update={"fields": self.balance_fields(view)})
+        return outcome.model_copy(update={"replies": (first, *outcome.replies[1:])})
+
+    def balance_fields(self, view: BalanceView) -> tuple[tuple[str, str], ...]:
+        """The figures of the balance reply by name, formatted as its text says them, for a
+        platform that lays them out itself (the web page's account card)."""
+        personal = "" if view.personal_account is None else self.money(view.personal_account)
+        return (
+            ("personal", personal),
+            ("pooled_used", self.money(view.pooled_used)),
+            ("pooled_remaining", self.money(view.pooled_remaining)),
+            ("pooled_year", str(view.pooled_year)),
+            ("as_of", self.stamp(view.as_of)),
+            ("stale", "1" if view.stale else ""),
+        )
 
     def balance_texts(self, view: BalanceView) -> tuple[str, ...]:
         t = self.t

@@ -188,7 +188,7 @@ class BindingFlow(Turn):
             "platform has on file, not to one you type. Your ID number is stored encrypted, and "
             "/unbind erases it at any time. By continuing you agree to this."
         )
-        if self.user.partition(":")[0] in self.cfg.kept_in_history:
+        if self.user.partition(":")[0] in self.cfg.kept_in_history and not self.from_page:
             consent += "\n\n" + self.t.gettext(
                 "⚠️ This chat app does not let me delete your messages: the ID number you send stays in "
                 "this chat's history on your phone. Once you are bound, delete that message yourself "

@@ -35,6 +35,7 @@ from dialogs.models import (
 from dialogs.notices import AlertKind
 from dialogs.places import PlacesFlow
 from dialogs.ports import (
+    LINK_MINUTES,
     ChartPort,
     Clock,
     DataInventory,
@@ -49,6 +50,7 @@ from dialogs.ports import (
     QrPort,
     StoreUnavailable,
     UserStore,
+    WebLinks,
 )
 from dialogs.turn import BIND_STATES, DialogSettings, NeedsGuard
 
@@ -56,7 +58,7 @@ __all__ = ["Conversation", "DialogSettings"]
 
 log = logging.getLogger(__name__)
 
-_ANYTIME = frozenset({"cancel", "help", "start", "lang", "bind", "mydata"})
+_ANYTIME = frozenset({"cancel", "help", "start", "lang", "bind", "mydata", "web"})
 _FLOW_COMMANDS = {State.BIND_CODE: "resend", State.BIND_PLATFORM: "platform", State.BIND_FACE: "facecheck"}
 _YES = frozenset({"yes", "y", "ok", "confirm", "确认", "确定", "是", "是的", "好", "好的", "对"})
 _LOOKS_LIKE_ID = re.compile(r"\d{17}[\dXx]")
@@ -82,6 +84,7 @@ _COMMANDS = frozenset(
         "contributions",
         "family",
         "facecheck",
+        "web",
     }
 )
 
@@ -108,8 +111,10 @@ class Conversation:
         inventory: DataInventory | None = None,
         qr: QrPort | None = None,
         followups: Followups | None = None,
+        web: WebLinks | None = None,
     ) -> None:
         self.store = store
+        self.web = web
         self.events = events
         self.inventory = inventory
         self.charts = charts
@@ -155,7 +160,7 @@ class Conversation:
         the host's ``/start``, ``/help`` and ``/cancel`` included, only from a user who is in one of
         Yibao's flows. One Redis read when it is not a command of Yibao's."""
         cmd = parse_command(normalize(inbound.text))
-        if cmd is not None and cmd.name in _MOUNTED_COMMANDS:
+        if cmd is not None and cmd.name in _MOUNTED_COMMANDS and (cmd.name != "web" or self.web is not None):
             return True
         state = await self.store.peek(inbound.user)
         return state.session.state is not State.IDLE
@@ -281,6 +286,7 @@ class _Turn(BindingFlow, AccountFlow, AlertFlow, PlacesFlow, MemberInfoFlow):
             "contributions": self.cmd_contributions,
             "family": self.cmd_family,
             "facecheck": self.cmd_facecheck,
+            "web": self.cmd_web,
         }
         handler = handlers.get(cmd.name)
         if handler is None:
@@ -298,6 +304,26 @@ class _Turn(BindingFlow, AccountFlow, AlertFlow, PlacesFlow, MemberInfoFlow):
                 or self.t.gettext("There is no face check waiting. Send /bind to start binding.")
             )
         return await self.on_face()
+
+    async def cmd_web(self, _arg: str = "") -> Outcome:
+        """A single-use link into Yibao's own pages, as this user (when the operator serves them)."""
+        web = self.conv.web
+        if web is None:
+            return self.out(
+                self.t.gettext("I don't know the command /{name}. /help lists what I can do.").format(
+                    name="web"
+                )
+            )
+        if self.from_page:
+            return self.out(self.t.gettext("You are on Yibao's page already."))
+        if self.dry:
+            raise NeedsGuard  # a link is a write (the token)
+        link = await web.link(self.user)
+        text = self.t.gettext(
+            "Your Yibao page: bind, your account, the alert and unbind, without your ID number in this "
+            "chat. The link opens once, within {minutes} minutes; don't pass it on."
+        ).format(minutes=LINK_MINUTES)
+        return Outcome(replies=(Reply(text=text, web_link=link),), session=self.keep_flow())
 
     async def offered(self) -> frozenset[Offer]:
         """What the user's platform offers beyond the balance (unbound: what any platform offers)."""
@@ -400,6 +426,10 @@ class _Turn(BindingFlow, AccountFlow, AlertFlow, PlacesFlow, MemberInfoFlow):
                 "/lang zh or /lang en — language\n"
                 "/cancel — leave the current step\n"
                 'You can also just ask: "how much is left?", "how much did the pooled fund pay this year?".'
+            )
+        if self.conv.web is not None:
+            text += "\n" + self.t.gettext(
+                "/web — Yibao's page: bind, account, alert and unbind in your browser"
             )
         extra = self.offer_lines(await self.offered())
         for kind in await self.offered_kinds():
@@ -569,6 +599,7 @@ class _Turn(BindingFlow, AccountFlow, AlertFlow, PlacesFlow, MemberInfoFlow):
             "channel.choices": t.gettext("the choices last offered to you"),
             "channel.subscriptions": t.gettext("subscription messages you accepted"),
             "channel.held": t.gettext("an alert kept for your next message"),
+            "web.sessions": t.gettext("sessions open on Yibao's page"),
         }
         return labels.get(what, what)
 

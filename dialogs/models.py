@@ -48,6 +48,9 @@ class Inbound(_Frozen):
     directory_name: SecretStr | None = None
     """The user's name as the chat platform's directory has it (a WeCom company's), given with
     ``/bind`` when the operator wants it proposed; the insurance platform still has to match it."""
+    from_page: bool = False
+    """Sent from one of Yibao's own pages (``platforms.web``), not typed in the chat: nothing of it
+    stays in a chat history (the bind's consent need not warn that the ID number will)."""
 
 
 class Button(_Frozen):

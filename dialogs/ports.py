@@ -515,3 +515,19 @@ class DataInventory(Protocol):
     """Everything kept about a user, item by item (``/mydata``; the operator's export is the same list)."""
 
     async def held(self, user: UserKey) -> tuple[HeldItem, ...]: ...
+
+
+# --- Yibao's own pages (/web) ---------------------------------------------------------------------
+
+
+class WebLinks(Protocol):
+    """Links into Yibao's own pages (``platforms.web``), for ``/web``: present only when the
+    operator serves them (``[web] enabled``)."""
+
+    async def link(self, user: UserKey) -> str:
+        """A single-use link (valid ``LINK_MINUTES``) that opens the pages as ``user``."""
+        ...
+
+
+LINK_MINUTES = 10
+"""How long a ``/web`` link can be opened; once opened it is spent."""

@@ -58,6 +58,7 @@ from dialogs.ports import (
     RelativeView,
     TransactionsPage,
     VoucherView,
+    WebLinks,
 )
 
 
@@ -210,6 +211,8 @@ class Services(Protocol):
     def settings(self) -> DialogSettings: ...
     @property
     def inventory(self) -> DataInventory | None: ...
+    @property
+    def web(self) -> WebLinks | None: ...
 
     async def follow_face_check(self, user: UserKey, ticket: str) -> tuple[Reply, ...]:
         """Follow a face check in the background until it is decided or the wait is over; the
@@ -235,6 +238,8 @@ class Turn:
         self.text = normalize(inbound.text)
         self.location = inbound.location
         self.directory_name = inbound.directory_name
+        self.from_page = inbound.from_page
+        self.dry = dry
 
     def out(
         self,

@@ -17,10 +17,14 @@ import sys
 from collections.abc import Coroutine
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.cli import admin, sandbox
 from bot.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:  # imported when the command runs, not when the CLI starts
+    from bot.app import Runtime
+    from bot.http.server import HttpServer
 
 EXIT_CONFIG = 2
 
@@ -163,6 +167,7 @@ def cmd_chat(settings: Settings, lang: str | None) -> int:
         runtime.followups.outlets[adapter.platform] = adapter  # a face check passing, unprompted
         stop = asyncio.Event()
         alerts = None
+        pages = await _serve_pages(settings, runtime) if settings.web.enabled else None
         if settings.alerts.enabled:
             # The terminal's alerts arrive unprompted, between the messages.
             alerts = asyncio.create_task(runtime.alert_worker({adapter.platform: adapter}).run(stop))
@@ -172,9 +177,30 @@ def cmd_chat(settings: Settings, lang: str | None) -> int:
             stop.set()
             if alerts is not None:
                 await alerts
+            if pages is not None:
+                await pages.stop()
             await runtime.aclose()
 
     return _run_async(chat())
+
+
+async def _serve_pages(settings: Settings, runtime: Runtime) -> HttpServer:
+    """``yibao chat`` with ``[web] enabled``: the pages on loopback (``http.listen_port``, or any
+    free port when that one is taken), and ``/web`` links to them there unless ``web.public_url``
+    says where users reach them."""
+    from bot.http.server import HttpServer
+
+    server = HttpServer(host="127.0.0.1", port=settings.http.listen_port)
+    server.mount(runtime.web_pages().routes())
+    try:
+        await server.start()
+    except OSError:
+        server = HttpServer(host="127.0.0.1", port=0)
+        server.mount(runtime.web_pages().routes())
+        await server.start()
+    if settings.web.public_url is None and runtime.web_links is not None:
+        runtime.web_links.base_url = f"http://127.0.0.1:{server.port}"
+    return server
 
 
 def _run_async(main: Coroutine[Any, Any, None], *also: type[Exception]) -> int:

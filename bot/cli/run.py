@@ -29,6 +29,7 @@ from platforms.telegram.options import Engine, TelegramOptions
 from platforms.telegram.webhook import webhook_routes
 from platforms.tencent.api import ApiRefusal, ApiUnavailable, TokenApi
 from platforms.tencent.routes import callback_routes
+from platforms.web.oauth import OAuthIdentity
 from platforms.wechat.api import WechatError, WechatUnavailable
 from platforms.wechat.core import WechatCore
 from platforms.wechat.menu import conditional_menu, menu
@@ -80,6 +81,12 @@ def token_check(api: TokenApi) -> Callable[[], Awaitable[Readiness]]:
         return Readiness(True, f"token valid for {token.expires_at - time.time():.0f} s")
 
     return check
+
+
+def web_prefix() -> str:
+    from platforms import web
+
+    return web.PREFIX
 
 
 def http_server(settings: Settings) -> HttpServer:
@@ -152,6 +159,21 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             outlets[wc.platform] = wc
             checks["wecom"] = token_check(wc.api)
             serving.append(f"WeCom on {path} (app {settings.wecom.agent_id})")
+        if settings.web.enabled:
+            if settings.web.public_url is None:
+                log.warning(
+                    "web.enabled without web.public_url: /web links point at this server's own "
+                    "http://%s:%s, which only this machine may reach",
+                    settings.http.listen_host,
+                    settings.http.listen_port,
+                )
+            identities: dict[str, OAuthIdentity] = {}  # who opens /web/wx and /web/wecom
+            if wx is not None:
+                identities["wx"] = runtime.wechat_oauth(wx)
+            if wc is not None:
+                identities["wecom"] = runtime.wecom_oauth(wc)
+            routes += runtime.web_pages(identities).routes()
+            serving.append(f"the pages on {web_prefix()} ({settings.web.public_url or 'no web.public_url'})")
         if routes or settings.http.always:
             http = http_server(settings)
             runtime.observe(http)

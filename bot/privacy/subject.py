@@ -84,8 +84,10 @@ class SubjectData:
         pipe.exists(k.user(user, UserKind.SENDING))
         pipe.zscore(k.schedule_of(user), user)
         pipe.hgetall(k.user(user, UserKind.CHANNEL))
+        pipe.scard(k.user(user, UserKind.WEB))
+        pipe.pttl(k.user(user, UserKind.WEB))
         (profile_raw, session_raw, session_ttl, balance_raw, balance_ttl, otp_raw, otp_ttl, unreachable,
-         sending, due, channel_raw) = await pipe.execute()  # fmt: skip
+         sending, due, channel_raw, pages, pages_ttl) = await pipe.execute()  # fmt: skip
         items: list[HeldItem] = []
         items += self._profile(user, profile_raw)
         items += self._session(user, session_raw, session_ttl)
@@ -106,6 +108,8 @@ class SubjectData:
             value = "as soon as possible" if float(due) <= 0 else self._when(float(due) / 1000)
             items.append(HeldItem("schedule", value, "until_unbind"))
         items += self._channel(channel_raw)
+        if pages:  # the web pages' sessions (bot.storage.web)
+            items.append(HeldItem("web.sessions", str(pages), "expires", _seconds(pages_ttl)))
         waiting = len(await self._outbox_entries(user, SCAN_LIMIT))
         if waiting:
             items.append(HeldItem("outbox", str(waiting), "until_sent"))

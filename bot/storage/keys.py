@@ -39,6 +39,8 @@ class UserKind(StrEnum):
     """What the user's chat platform needs kept about them, shared by every instance (a hash; WeChat:
     the customer-service window, the choices last offered, accepted subscription messages, an alert
     held for their next message; ``bot.storage.wechat``)."""
+    WEB = "web"
+    """The hashes of the user's page sessions (a set; ``bot.storage.web``): erasing it ends them all."""
 
 
 USER_KINDS = tuple(UserKind)
@@ -96,6 +98,18 @@ class Keys:
     def outbox_dropped(self) -> str:
         """Stream (capped) of alerts that were not sent, and why: the record an operator can read."""
         return f"{self.prefix}:{{outbox}}:dropped"
+
+    def web_link(self, digest: str) -> str:
+        """A ``/web`` link token, by its hash: the user key, encrypted (expires in minutes)."""
+        return f"{self.prefix}:web:l:{digest}"
+
+    def web_session(self, digest: str) -> str:
+        """A page session, by the hash of its id: the user key (encrypted) and the CSRF token (expires)."""
+        return f"{self.prefix}:web:s:{digest}"
+
+    def web_rate(self, digest: str) -> str:
+        """Requests to the pages in one bucket (a client, a session) in the current window (expires)."""
+        return f"{self.prefix}:web:rate:{digest}"
 
     def wechat_seen(self, digest: str) -> str:
         """A WeChat callback (its message id, or a nonce) seen lately, by its hash (expires)."""

@@ -161,6 +161,8 @@ class ConsoleAdapter:
         """An unprompted message (the ``Outlet`` port)."""
         if user != self.user:
             return
+        if any(reply.erased for reply in replies):  # erased from a page: the files go too
+            self._erase_files()
         for reply in replies:
             self._unprompted(reply.text_with_link())
 

@@ -454,15 +454,19 @@ def test_telegram_wechat_and_wecom_in_one_process_on_one_port(
             YIBAO_TELEGRAM__MODE="webhook",
             YIBAO_TELEGRAM__WEBHOOK_URL=f"http://127.0.0.1:{port}/telegram",
             YIBAO_TELEGRAM__WEBHOOK_SECRET="one-port",
+            YIBAO_WEB__ENABLED="true",
         )
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json() == {"status": "ok"}
+        entry = httpx.get(f"http://127.0.0.1:{port}/web/tg", timeout=5)  # the pages on the same port
+        assert entry.status_code == 200
+        assert "script-src 'nonce-" in entry.headers["content-security-policy"]
         wx = emulator.user()
         wx.follows()
         assert "/balance" in wx.converse("/help", "/balance").text
         tg = telegram.user(6101, language_code="en")
         before = len(tg.inbox)
         tg.says("/help")
-        tg.wait_for("Commands:", after=before)
+        tg.wait_for("/web", after=before)  # offered, the pages being on
         wecom.callback_url = f"http://127.0.0.1:{port}/wecom"
         assert "/balance" in wecom.member("hr.test").converse("/help", "/balance").text
         assert bot.stop() == 0
@@ -470,3 +474,37 @@ def test_telegram_wechat_and_wecom_in_one_process_on_one_port(
         assert "serving Telegram by webhook" in log
         assert "WeChat on /wechat" in log
         assert "WeCom on /wecom" in log
+        assert "the pages on /web" in log
+
+
+def test_the_menu_s_page_entry_opens_the_pages_as_the_chat_s_user(
+    emulator: WechatEmulator, start_bot: BotFactory, sync_redis: redis.Redis
+) -> None:
+    """WeChat's OAuth (snsapi_base) through the pages: the entry sends the browser to the authorize
+    page with a state, WeChat comes back with a code, and the page's session is the chat's user."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    start_bot(
+        YIBAO_HTTP__LISTEN_PORT=str(port),
+        YIBAO_WEB__ENABLED="true",
+        YIBAO_WEB__PUBLIC_URL=base,
+        YIBAO_WECHAT__OAUTH_BASE_URL=emulator.oauth_base_url,
+    )
+    user = emulator.user()
+    user.follows()
+    emulator.in_browser = user
+    with httpx.Client(timeout=10) as browser:
+        entry = browser.get(f"{base}/web/wx")
+        assert entry.status_code == 302
+        state_cookie = (
+            entry.cookies.get("yb_oauth") or entry.headers["set-cookie"].split(";")[0].split("=", 1)[1]
+        )
+        back = browser.get(entry.headers["location"])  # WeChat's authorize page
+        assert back.status_code == 302
+        assert back.headers["location"].startswith(f"{base}/web/wx?code=")
+        opened = browser.get(back.headers["location"], headers={"cookie": f"yb_oauth={state_cookie}"})
+        assert opened.status_code == 303, opened.text
+        session = opened.headers["set-cookie"].split(";")[0]
+        page = browser.get(f"{base}/web/bind", headers={"cookie": session})
+        assert page.status_code == 200
+        assert "/bind" in page.text

@@ -14,17 +14,20 @@ from dialogs.i18n import Catalogs, normalize_locale
 
 ROOT = Path(__file__).resolve().parents[2]
 PO = ROOT / "dialogs" / "locales" / "zh" / "LC_MESSAGES" / "yibao.po"
-KEYWORDS = {"gettext": None, "ngettext": (1, 2)}
+KEYWORDS = {"gettext": None, "ngettext": (1, 2), "_": None}
+METHODS = [("**.py", "python"), ("**/templates/**.html", "jinja2")]
+"""The code, and the pages' templates (``_("…")``), as ``babel.cfg`` maps them."""
 
 MessageId = str | tuple[str, ...]
 
 
 def extracted() -> dict[MessageId, list[str]]:
-    """Every message id in ``dialogs/`` and ``bot/``, with where it is used."""
+    """Every message id in ``dialogs/``, ``bot/`` and ``platforms/`` (the pages' templates too),
+    with where it is used."""
     found: dict[MessageId, list[str]] = {}
     for package in ("dialogs", "bot", "platforms"):
         for filename, lineno, message, _comments, _context in extract_from_dir(
-            ROOT / package, method_map=[("**.py", "python")], keywords=KEYWORDS
+            ROOT / package, method_map=METHODS, keywords=KEYWORDS
         ):
             found.setdefault(message, []).append(f"{package}/{filename}:{lineno}")
     return found
