@@ -107,6 +107,8 @@ def start_chromium(profile: Path) -> WebDriver:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={profile}")
     options.add_argument("--lang=zh-CN")
+    # Headless Chromium sends no Accept-Language of its own: a Chinese phone's browser's.
+    options.add_experimental_option("prefs", {"intl.accept_languages": "zh-CN,zh"})
     service = Service(executable_path=driver_path)
     return webdriver.Chrome(service=service, options=options)
 

@@ -2,7 +2,8 @@
 ``yibao chat`` with ``[web] enabled``: ``/web`` in the chat prints the link, the page binds with the
 SMS code from the ``file`` gateway, shows the account as ``/balance`` says it, sets an alert that the
 chat then reports, and unbinds. Screenshots at phone (390×844) and desktop (1280×800) size go to
-pytest's temporary folder (not the repository), each checked for a horizontal scroll.
+pytest's temporary folder (not the repository), each checked for a horizontal scroll and for a
+character drawn as a missing glyph (the shared fixture and checks of ``tests/e2e/browser.py``).
 
 One browser and one chat for the module. Skipped only without Chromium, and never under ``CI``.
 """
@@ -18,59 +19,26 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from browser import artifacts_dir, assert_no_horizontal_scroll, assert_no_missing_glyphs, at_size, screenshot
+from browser import browser as browser  # the module's fixture
 from chat_process import Chat, clean_env, demo, free_port, wait_for_line
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.support.wait import WebDriverWait
 
 from bot.crypto.pii import new_key_text
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-
-if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()) and not os.environ.get("CI"):
-    pytest.skip("no Debian chromium and chromedriver here (CI installs them)", allow_module_level=True)
-
-from selenium import webdriver  # noqa: E402 - after the skip, so a machine without them collects
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.expected_conditions import staleness_of  # noqa: E402
-from selenium.webdriver.support.wait import WebDriverWait  # noqa: E402
 
 SIZES = {"phone": (390, 844), "desktop": (1280, 800)}
 BOT_TOKEN = "123456:AAbrowserTestTokenAbcdefghijklmnopqr"
 
 
 @pytest.fixture(scope="module")
-def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("screenshots")
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--lang=zh-CN",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
-    ):
-        options.add_argument(arg)
-    options.add_experimental_option("prefs", {"intl.accept_languages": "zh-CN,zh"})
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+def shots(browser: WebDriver) -> Path:
+    return artifacts_dir(browser)
 
 
 class Demo:
@@ -115,7 +83,7 @@ def yibao(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[
         chat.close()
 
 
-def open_page(browser: webdriver.Chrome, yibao: Demo) -> None:
+def open_page(browser: WebDriver, yibao: Demo) -> None:
     """``/web`` in the chat, and its link opened: the browser ends on a page of its session."""
     answer = yibao.chat.say("/web")
     link = re.search(r"http://127\.0\.0\.1:\d+/web/l/\S+", answer)
@@ -124,36 +92,32 @@ def open_page(browser: webdriver.Chrome, yibao: Demo) -> None:
     assert "/web/l/" not in browser.current_url  # the token is not left in the address bar
 
 
-def shoot(browser: webdriver.Chrome, shots: Path, name: str) -> None:
-    """Screenshots at phone and desktop size, each without a horizontal scroll."""
+def shoot(browser: WebDriver, shots: Path, name: str) -> None:
+    """Screenshots at phone and desktop size, each without a horizontal scroll and without a
+    character drawn as a missing glyph."""
     for size, (width, height) in SIZES.items():
-        browser.execute_cdp_cmd(
-            "Emulation.setDeviceMetricsOverride",
-            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": size == "phone"},
-        )
-        scroll: Any = browser.execute_script(
-            "return [document.documentElement.scrollWidth, window.innerWidth]"
-        )
-        assert scroll[0] <= scroll[1], f"{name} at {size}: scrolls sideways {scroll}"
-        assert browser.save_screenshot(str(shots / f"{name}-{size}.png"))
-    browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        at_size(browser, width, height)
+        assert_no_horizontal_scroll(browser)
+        assert_no_missing_glyphs(browser)
+        assert screenshot(browser, f"{name}-{size}").exists()
+    browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})  # type: ignore[attr-defined]
 
 
-def submit(browser: webdriver.Chrome, selector: str) -> None:
+def submit(browser: WebDriver, selector: str) -> None:
     """Press the button and wait for the page it leads to."""
     old = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(By.CSS_SELECTOR, selector).click()
     WebDriverWait(browser, 15).until(staleness_of(old))
 
 
-def send(browser: webdriver.Chrome, field_id: str) -> None:
+def send(browser: WebDriver, field_id: str) -> None:
     """Submit the form of this field and wait for the page it leads to."""
     old = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(By.ID, field_id).submit()
     WebDriverWait(browser, 15).until(staleness_of(old))
 
 
-def test_bind_on_the_page(browser: webdriver.Chrome, yibao: Demo, shots: Path) -> None:
+def test_bind_on_the_page(browser: WebDriver, yibao: Demo, shots: Path) -> None:
     who = demo("normal")
     open_page(browser, yibao)
     assert browser.current_url.endswith("/web/bind")  # not bound yet
@@ -178,9 +142,7 @@ def test_bind_on_the_page(browser: webdriver.Chrome, yibao: Demo, shots: Path) -
     assert who.id_number not in browser.page_source
 
 
-def test_the_account_page_shows_what_balance_says(
-    browser: webdriver.Chrome, yibao: Demo, shots: Path
-) -> None:
+def test_the_account_page_shows_what_balance_says(browser: WebDriver, yibao: Demo, shots: Path) -> None:
     balance = yibao.chat.say("/balance")
     browser.get(browser.current_url.rsplit("/web/", 1)[0] + "/web/account")
     personal = browser.find_element(By.ID, "personal").text
@@ -192,9 +154,7 @@ def test_the_account_page_shows_what_balance_says(
     shoot(browser, shots, "account")
 
 
-def test_an_alert_set_on_the_page_reaches_the_chat(
-    browser: webdriver.Chrome, yibao: Demo, shots: Path
-) -> None:
+def test_an_alert_set_on_the_page_reaches_the_chat(browser: WebDriver, yibao: Demo, shots: Path) -> None:
     submit(browser, "header nav a[href='/web/alert']")
     browser.find_element(By.ID, "amount").send_keys("100")
     send(browser, "amount")
@@ -204,7 +164,7 @@ def test_an_alert_set_on_the_page_reaches_the_chat(
     shoot(browser, shots, "alert")
 
 
-def test_unbind_on_the_page(browser: webdriver.Chrome, yibao: Demo, shots: Path) -> None:
+def test_unbind_on_the_page(browser: WebDriver, yibao: Demo, shots: Path) -> None:
     submit(browser, "header nav a[href='/web/unbind']")
     shoot(browser, shots, "unbind")
     submit(browser, "button[value='/unbind yes']")
@@ -224,7 +184,7 @@ def signed_init_data(user_id: int) -> str:
     return urlencode({**fields, "hash": hmac.new(secret, check.encode(), hashlib.sha256).hexdigest()})
 
 
-def test_the_mini_app_hands_over_init_data(browser: webdriver.Chrome, yibao: Demo) -> None:
+def test_the_mini_app_hands_over_init_data(browser: WebDriver, yibao: Demo) -> None:
     """The one page with script, in the browser: Telegram's script (blocked here: no Telegram to
     reach) stands in as ``window.Telegram``, and the page's own nonce'd script posts ``initData``."""
     base = browser.current_url.rsplit("/web/", 1)[0]
