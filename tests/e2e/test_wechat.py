@@ -25,6 +25,7 @@ from bot.crypto.pii import new_key_text
 
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 TEMPLATE = "TPL_low_balance"
+PUBLIC = "https://yibao.example.com"
 TWO_PLATFORMS = json.dumps(
     [
         {"name": "sandbox", "label": "Sandbox 沙箱"},
@@ -455,8 +456,11 @@ def test_telegram_wechat_and_wecom_in_one_process_on_one_port(
             YIBAO_TELEGRAM__WEBHOOK_URL=f"http://127.0.0.1:{port}/telegram",
             YIBAO_TELEGRAM__WEBHOOK_SECRET="one-port",
             YIBAO_WEB__ENABLED="true",
+            YIBAO_WEB__PUBLIC_URL=PUBLIC,
         )
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json() == {"status": "ok"}
+        # Telegram's menu button opens the Mini App (https only), set at start-up.
+        assert telegram.menu_button()["web_app"]["url"] == f"{PUBLIC}/web/tg"
         entry = httpx.get(f"http://127.0.0.1:{port}/web/tg", timeout=5)  # the pages on the same port
         assert entry.status_code == 200
         assert "script-src 'nonce-" in entry.headers["content-security-policy"]
@@ -468,7 +472,29 @@ def test_telegram_wechat_and_wecom_in_one_process_on_one_port(
         tg.says("/help")
         tg.wait_for("/web", after=before)  # offered, the pages being on
         wecom.callback_url = f"http://127.0.0.1:{port}/wecom"
-        assert "/balance" in wecom.member("hr.test").converse("/help", "/balance").text
+        member = wecom.member("hr.test")
+        assert "/balance" in member.converse("/help", "/balance").text
+
+        # /web on each platform: a link that opens the pages as that chat's user (once).
+        before = len(tg.inbox)
+        tg.says("/web")
+        answer = tg.wait_for("Yibao page", after=before)
+        [(_, tg_link)] = answer.buttons
+        assert answer.reply_markup is not None
+        assert answer.reply_markup["inline_keyboard"][0][0]["web_app"]["url"] == tg_link  # a Mini App
+        wx_link = re.search(rf"{PUBLIC}/web/l/\S+", wx.converse("/web", "/web/l/").text)
+        wc_link = re.search(rf"{PUBLIC}/web/l/\S+", member.converse("/web", "/web/l/").text)
+        assert wx_link
+        assert wc_link
+        for link in (tg_link, wx_link[0], wc_link[0]):
+            local = link.replace(PUBLIC, f"http://127.0.0.1:{port}")
+            opened = httpx.get(local, timeout=5)
+            assert opened.status_code == 303, opened.text
+            cookie = opened.headers["set-cookie"].split(";")[0]
+            assert "/web/l/" not in opened.headers["location"]
+            page = httpx.get(f"http://127.0.0.1:{port}/web/bind", headers={"cookie": cookie}, timeout=5)
+            assert page.status_code == 200
+            assert httpx.get(local, timeout=5).status_code != 303  # used once
         assert bot.stop() == 0
         log = bot.log.read_text(encoding="utf-8")
         assert "serving Telegram by webhook" in log
