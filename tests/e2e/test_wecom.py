@@ -17,7 +17,7 @@ import httpx
 import pytest
 import redis
 from chat_process import BotProcess, clean_env, demo, free_port, start_run, yibao_command
-from wecom_emulator import Member, WecomEmulator
+from wecom_emulator import Member, Visitor, WecomEmulator
 
 from bot.crypto.pii import new_key_text
 
@@ -52,7 +52,7 @@ def start_bot(tmp_path: Path, redis_url: str, emulator: WecomEmulator) -> Iterat
     def start(name: str = "a", **env: str) -> Bot:
         log = tmp_path / f"bot-{name}.log"
         sms = tmp_path / "sms.jsonl"
-        port = free_port()
+        port = int(env.get("YIBAO_HTTP__LISTEN_PORT") or free_port())
         settings = {
             "YIBAO_WECOM__CORP_ID": emulator.corp_id,
             "YIBAO_WECOM__AGENT_ID": str(emulator.agent_id),
@@ -300,3 +300,45 @@ def test_yibao_wecom_menu_sets_the_apps_menu_with_the_pages_entry(
     assert "/balance" in member.wait_for("/balance", after=before).text
     assert member.opens_page("打开网页") == "https://yibao.example.com/web/wecom"
     assert emulator.in_browser is member
+
+
+def test_the_apps_page_entry_opens_the_pages_as_the_member_and_not_for_an_outsider(
+    emulator: WecomEmulator, start_bot: BotFactory
+) -> None:
+    """WeCom's OAuth through the pages: the entry sends WeCom's browser to the authorize page with a
+    state, WeCom comes back with a code, and the page's session is the member's chat user; a visitor
+    from outside the company (no userid) gets the refusal page and no session."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    start_bot(
+        YIBAO_HTTP__LISTEN_PORT=str(port),
+        YIBAO_WEB__ENABLED="true",
+        YIBAO_WEB__PUBLIC_URL=base,
+        YIBAO_WECOM__OAUTH_BASE_URL=emulator.oauth_base_url,
+    )
+
+    def dance() -> httpx.Response:
+        with httpx.Client(timeout=10) as browser:
+            entry = browser.get(f"{base}/web/wecom")
+            assert entry.status_code == 302
+            assert "agentid=" in entry.headers["location"]
+            state = entry.headers["set-cookie"].split(";")[0]
+            back = browser.get(entry.headers["location"])  # WeCom's authorize page
+            assert back.status_code == 302
+            assert back.headers["location"].startswith(f"{base}/web/wecom?code=")
+            return browser.get(back.headers["location"], headers={"cookie": state})
+
+    member = emulator.member("page.user")
+    emulator.in_browser = member
+    opened = dance()
+    assert opened.status_code == 303, opened.text
+    session = next(c for c in opened.headers.get_list("set-cookie") if not c.startswith("yb_oauth"))
+    page = httpx.get(f"{base}/web/bind", headers={"cookie": session.split(";")[0]}, timeout=5)
+    assert page.status_code == 200
+    # The session is the member's chat user: /mydata in the chat lists the page's session.
+    assert "医保助手网页上已打开的会话" in member.converse("/mydata", "网页").text
+
+    emulator.in_browser = Visitor(openid="o-outsider")
+    refused = dance()
+    assert refused.status_code == 403
+    assert not any(not c.startswith("yb_oauth") for c in refused.headers.get_list("set-cookie"))
