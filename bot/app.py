@@ -214,6 +214,7 @@ class Runtime:
                 max_age_seconds=w.max_age_seconds,
                 session_seconds=w.session_seconds,
                 default_locale=self.settings.general.default_locale,
+                verification_files=dict(w.verification_files),
             ),
             telegram_token=token.get_secret_value() if token is not None else None,
             identities=identities,

@@ -564,6 +564,13 @@ class WebSettings(_Section):
     """How old a Telegram Mini App's ``initData`` (its ``auth_date``) may be."""
     session_seconds: Annotated[int, Field(ge=60, le=86_400)] = 1800
     """How long a page session lasts without use."""
+    verification_files: dict[
+        Annotated[str, Field(pattern=r"^(MP|WW)_verify_[A-Za-z0-9]{1,64}\.txt$")],
+        Annotated[str, Field(pattern=r"^[A-Za-z0-9]{1,128}$")],
+    ] = {}
+    """The domain checks WeChat (网页授权域名: ``MP_verify_<code>.txt``) and WeCom (可信域名:
+    ``WW_verify_<code>.txt``) make before they let OAuth come back to the pages: each file's name and
+    its content, as the console gives them, served at the server's root (``/<name>``, plain text)."""
 
     @model_validator(mode="after")
     def _complete(self) -> WebSettings:

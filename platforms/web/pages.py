@@ -36,7 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from dialogs.amounts import format_money
@@ -118,6 +118,9 @@ class PageSettings:
     """Link, Mini App and OAuth hand-shakes per client address per minute."""
     posts_per_minute: int = 60
     """Form posts per user per minute."""
+    verification_files: Mapping[str, str] = field(default_factory=dict)
+    """WeChat's and WeCom's domain-check files (``MP_verify_*.txt``, ``WW_verify_*.txt``) and their
+    contents, served at the root."""
 
 
 class PageError(Exception):
@@ -217,7 +220,25 @@ class WebPages:
             (f"{web.STATIC}/yibao.css", self._stylesheet),
             (web.PREFIX + "/{rest:path}", self._not_found),
         ]
-        return [Route(path, endpoint, methods=_ANY_METHOD, name=f"web:{path}") for path, endpoint in pages]
+        routes: list[BaseRoute] = [
+            Route(path, endpoint, methods=_ANY_METHOD, name=f"web:{path}") for path, endpoint in pages
+        ]
+        for name, content in sorted(self.settings.verification_files.items()):
+            routes.append(
+                Route(f"/{name}", self._verification(content), methods=["GET", "HEAD"], name=f"web:{name}")
+            )
+        return routes
+
+    @staticmethod
+    def _verification(content: str) -> Callable[[Request], Awaitable[Response]]:
+        """A domain-check file: what WeChat's or WeCom's console asked to find there, nothing else."""
+
+        async def serve(_request: Request) -> Response:
+            return PlainTextResponse(
+                content, headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+            )
+
+        return serve
 
     # -- the frame: language, errors, rendering --------------------------------------------------
 

@@ -20,7 +20,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import pytest
 from conftest import Harness, HarnessFactory, person
+from pydantic import ValidationError
 
+from bot.config import WebSettings
 from bot.http.server import HttpServer
 from bot.storage.embedded_redis import EmbeddedRedis
 from dialogs.models import Inbound, Reply, UserKey
@@ -504,3 +506,27 @@ async def test_a_platform_in_maintenance_is_a_503_account_page(pages: Pages) -> 
     assert "<nav>" in r.text  # bound: the pages' menu
     home = await pages.get(web.PREFIX + "/")
     assert home.status_code == 303
+
+
+async def test_the_domain_check_files_are_served_at_the_root(make_harness: HarnessFactory) -> None:
+    """WeChat's and WeCom's consoles fetch a file from the domain's root before OAuth may come back
+    to it: served as configured, plain text, and nothing else at the root."""
+    files = {"MP_verify_AbC123xyz.txt": "AbC123xyz", "WW_verify_q9Z.txt": "q9Zcontent"}
+    harness = await make_harness(web={**WEB, "verification_files": files}, telegram={"token": BOT_TOKEN})
+    async with serving(harness) as served:
+        for name, content in files.items():
+            r = await served.http.get(f"/{name}")
+            assert r.status_code == 200
+            assert r.text == content
+            assert r.headers["content-type"].startswith("text/plain")
+        assert (await served.http.get("/MP_verify_other.txt")).status_code == 404
+        assert (await served.http.post("/MP_verify_AbC123xyz.txt")).status_code == 405
+
+
+@pytest.mark.parametrize(
+    "files",
+    [{"../etc/passwd": "x"}, {"MP_verify_a.txt": "<script>"}, {"verify.txt": "a"}, {"MP_verify_a.html": "a"}],
+)
+def test_a_domain_check_file_must_look_like_one(files: dict[str, str]) -> None:
+    with pytest.raises(ValidationError):
+        WebSettings(verification_files=files)
