@@ -18,11 +18,27 @@ VENV = ROOT / ".venv"
 BIN = VENV / "bin"
 STAMP = VENV / ".yibao-install-stamp"
 PIP_QUIET = ["-q", "--disable-pip-version-check"]
+MAX_WORKERS = 8
+_ONE_PROCESS = (
+    "-n",
+    "--numprocesses",
+    "--dist",
+    "--pdb",
+    "--trace",
+    "--co",
+    "--collect-only",
+    "-k",
+    "--lf",
+    "--last-failed",
+)
+"""Options after which ``test`` runs pytest as asked, in one process: the developer chose the workers,
+needs a debugger, or picked a few tests (starting workers, each collecting the suite, would cost more)."""
 
 USAGE = """usage: python3 tasks.py COMMAND [ARGS...]
 
   demo [ARGS...]   chat with the bot in this terminal (runs: yibao chat ARGS...)
   test [ARGS...]   ruff, ruff format --check, mypy, lint-imports, then pytest ARGS...
+                   (on several processes unless ARGS choose otherwise: see pytest_args)
 """
 
 
@@ -82,6 +98,34 @@ def demo(args: list[str]) -> int:
     os.execv(yibao, [str(yibao), "chat", *args])  # noqa: S606 - replaces this process on purpose
 
 
+def workers() -> int:
+    """Twice the cores, at most ``MAX_WORKERS``: the tests mostly wait (on Redis, processes they
+    started, HTTP on loopback), so a 2-core machine keeps 4 of them busy."""
+    return max(2, min(MAX_WORKERS, 2 * (os.cpu_count() or 1)))
+
+
+def _one_process(args: list[str]) -> bool:
+    for arg in args:
+        name = arg.split("=", 1)[0]
+        if name in _ONE_PROCESS or arg in ("no:xdist", "-pno:xdist") or "::" in arg:
+            return True
+        if name[:2] in ("-n", "-k") and not name.startswith("--"):  # -n4, -kbind
+            return True
+    return False
+
+
+def pytest_args(args: list[str]) -> list[str]:
+    """``args``, after ``-n <workers> --dist worksteal`` (pytest-xdist) unless they pick the workers
+    (``-n``, ``--dist``, ``-p no:xdist``), a debugger (``--pdb``, ``--trace``), only collecting
+    (``--co``) or a few tests (``-k``, ``--lf``, a ``file::test`` id): those run in this one process,
+    as typed, since each worker collects the whole suite first. ``worksteal``: a worker that is done
+    takes half of what a busy one still has queued, so the long end-to-end tests, which come first,
+    do not pile up on one worker."""
+    if _one_process(args):
+        return args
+    return ["-n", str(workers()), "--dist", "worksteal", *args]
+
+
 def test(args: list[str]) -> int:
     code = bootstrap(frozenset({"test"}))
     if code != 0:
@@ -91,7 +135,7 @@ def test(args: list[str]) -> int:
         ("ruff format --check", ["ruff", "format", "--check", "."]),
         ("mypy", ["mypy", "dialogs", "bot", "platforms"]),
         ("lint-imports", ["lint-imports"]),
-        ("pytest", ["pytest", *args]),
+        ("pytest", ["pytest", *pytest_args(args)]),
     ]
     for name, (tool, *tool_args) in steps:
         print(f"==> {name}", flush=True)

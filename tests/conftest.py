@@ -8,6 +8,10 @@ Topologies: a test module marked ``@TOPOLOGIES`` (``pytestmark = TOPOLOGIES``) r
 (three masters with a replica each), the last two started once for the run when first asked for
 (``tests/redis_topologies.py``). Its ``redis`` fixture and ``redis_settings`` (the ``[redis]`` section)
 are then of that topology, built by ``bot.storage.connect`` as the runtime builds them.
+
+Under pytest-xdist (``tasks.py test`` runs the suite on a few worker processes) each worker is a test
+run of its own here: its own session server (so ``FLUSHALL`` empties nothing of another worker's), and
+its own Sentinel and Cluster, started when it first runs a test on them.
 """
 
 from __future__ import annotations

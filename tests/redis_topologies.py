@@ -100,9 +100,30 @@ class Node:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        """Start it and wait until it answers. The first start takes another free port when this one
+        was taken meanwhile (by another test run: ``free_port`` only looked), and a node counts as
+        up only when the server answering on its port is its own process, not another's."""
         server, _ = _tools() or (Path("redis-server"), Path())
         self.folder.mkdir(parents=True, exist_ok=True)
         conf = self.folder / "redis.conf"
+        first = not conf.exists()  # a sentinel rewrites its file; a restarted node keeps what it wrote
+        for _ in range(3 if first else 1):
+            if first:
+                conf.write_text("\n".join([*self._common(), *self.args]) + "\n")
+            argv = [str(server), str(conf)]
+            if self.sentinel:
+                argv.append("--sentinel")
+            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            _wait(self._answering_or_gone, f"redis-server on port {self.port}", timeout=10)
+            if self.proc.poll() is None:
+                return
+            if first:
+                self.port = free_port()
+        raise RuntimeError(
+            f"redis-server on port {self.port} exited at start: see {self.folder / 'redis.log'}"
+        )
+
+    def _common(self) -> list[str]:
         common = [
             f"port {self.port}",
             "bind 127.0.0.1",
@@ -112,13 +133,13 @@ class Node:
         if not self.sentinel:
             # No 5 s pause before a replica's first sync (Redis's default, to batch replicas).
             common += ['save ""', "appendonly no", "repl-diskless-sync-delay 0"]
-        if not conf.exists():  # a sentinel rewrites its file; a restarted node keeps what it wrote
-            conf.write_text("\n".join([*common, *self.args]) + "\n")
-        argv = [str(server), str(conf)]
-        if self.sentinel:
-            argv.append("--sentinel")
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait(lambda: self.client().ping(), f"redis-server on port {self.port}", timeout=10)
+        return common
+
+    def _answering_or_gone(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            return True
+        return int(self.client().info("server")["process_id"]) == self.proc.pid
 
     def client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
