@@ -350,6 +350,22 @@ class HttpSettings(_Section):
     always: bool = False
     """Serve ``/healthz``, ``/readyz`` and ``/metrics`` even when no platform needs inbound HTTP:
     ``yibao run`` polling, ``yibao worker``. (With a webhook they are served anyway.)"""
+    trusted_proxies: list[str] = ["127.0.0.1"]
+    """The addresses or networks (``10.0.0.0/8``) of your reverse proxies: a request from one of them
+    is taken to come from the client its ``X-Forwarded-For`` names (the pages' per-address limits
+    count users, not the proxy). A request from anywhere else is taken as from its own address."""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return value
 
 
 class TelegramSettings(_Section):

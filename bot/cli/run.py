@@ -90,7 +90,11 @@ def web_prefix() -> str:
 
 
 def http_server(settings: Settings) -> HttpServer:
-    return HttpServer(host=settings.http.listen_host, port=settings.http.listen_port)
+    return HttpServer(
+        host=settings.http.listen_host,
+        port=settings.http.listen_port,
+        trusted_proxies=settings.http.trusted_proxies,
+    )
 
 
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:

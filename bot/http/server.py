@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import uvicorn
@@ -117,9 +117,18 @@ def _path(route: BaseRoute) -> str:
 class HttpServer:
     """Serve ``mount``-ed routes, ``/healthz``, ``/readyz`` and ``/metrics`` from ``start`` until ``stop``."""
 
-    def __init__(self, *, host: str, port: int, check_timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        check_timeout: float = 2.0,
+        trusted_proxies: Sequence[str] = ("127.0.0.1",),
+    ) -> None:
         self.host = host
         self.port = port
+        self.trusted_proxies = list(trusted_proxies)
+        """Peers whose ``X-Forwarded-For`` names the client (``http.trusted_proxies``)."""
         self.check_timeout = check_timeout
         self.checks: dict[str, ReadinessCheck] = {}
         self.before_scrape: list[Callable[[], Awaitable[None]]] = []
@@ -169,7 +178,14 @@ class HttpServer:
         sock = _bind(self.host, self.port)
         self.port = sock.getsockname()[1]  # the one given, when 0 asked for any free port (tests)
         app = Starlette(routes=self._routes)
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            proxy_headers=True,
+            forwarded_allow_ips=self.trusted_proxies,
+        )
         self._server = server = _Server(config)
         self._task = task = asyncio.create_task(server.serve(sockets=[sock]), name="http-server")
         while not server.started:

@@ -530,3 +530,32 @@ async def test_the_domain_check_files_are_served_at_the_root(make_harness: Harne
 def test_a_domain_check_file_must_look_like_one(files: dict[str, str]) -> None:
     with pytest.raises(ValidationError):
         WebSettings(verification_files=files)
+
+
+async def test_behind_a_trusted_proxy_the_limit_counts_each_client(make_harness: HarnessFactory) -> None:
+    """The pages sit behind the operator's TLS proxy: a request from it (``http.trusted_proxies``,
+    here loopback) is counted by the client its X-Forwarded-For names, so one busy user does not use
+    up everybody's hand-shakes; from a peer that is not trusted, the header is ignored."""
+    harness = await make_harness(web=WEB, telegram={"token": BOT_TOKEN})
+    async with serving(harness) as pages:
+        link = web.LINK.format(token="z" * 43)
+        for _ in range(30):
+            await pages.http.get(link, headers={"x-forwarded-for": "203.0.113.7"})
+        blocked = await pages.http.get(link, headers={"x-forwarded-for": "203.0.113.7"})
+        assert blocked.status_code == 429
+        other = await pages.http.get(link, headers={"x-forwarded-for": "198.51.100.9"})
+        assert other.status_code != 429
+
+    untrusting = HttpServer(host="127.0.0.1", port=0, trusted_proxies=["192.0.2.1"])
+    untrusting.mount(harness.runtime.web_pages().routes())
+    await untrusting.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{untrusting.port}", timeout=30) as http:
+            # Loopback is now just a client: whatever address it claims, it is 127.0.0.1, which has
+            # had no hand-shake yet, until it has had 30.
+            for n in range(30):
+                claimed = {"x-forwarded-for": f"198.51.100.{n}"}
+                assert (await http.get(link, headers=claimed)).status_code != 429
+            assert (await http.get(link, headers={"x-forwarded-for": "198.51.100.200"})).status_code == 429
+    finally:
+        await untrusting.stop()
