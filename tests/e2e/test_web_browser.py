@@ -1,7 +1,8 @@
 """Yibao's pages in a real browser (Debian's headless Chromium through Selenium), served by a real
 ``yibao chat`` with ``[web] enabled``: ``/web`` in the chat prints the link, the page binds with the
 SMS code from the ``file`` gateway, shows the account as ``/balance`` says it, sets an alert that the
-chat then reports, and unbinds. Screenshots at phone (390×844) and desktop (1280×800) size go to
+chat then reports, and unbinds; a reused link, a form without its CSRF token, and a tampered or expired
+Mini App initData are refused in the browser too. Screenshots at phone (390×844) and desktop (1280×800) size go to
 pytest's temporary folder (not the repository), each checked for a horizontal scroll and for a
 character drawn as a missing glyph (the shared fixture and checks of ``tests/e2e/browser.py``).
 
@@ -176,9 +177,30 @@ def test_unbind_on_the_page(browser: WebDriver, yibao: Demo, shots: Path) -> Non
     assert browser.find_elements(By.CSS_SELECTOR, "h1")
 
 
-def signed_init_data(user_id: int) -> str:
+def test_a_reused_link_and_a_form_without_its_csrf_token_are_refused(browser: WebDriver, yibao: Demo) -> None:
+    answer = yibao.chat.say("/web")
+    link = re.search(r"http://127\.0\.0\.1:\d+/web/l/\S+", answer)
+    assert link, answer
+    browser.delete_all_cookies()
+    browser.get(link[0])
+    assert browser.current_url.endswith("/web/bind")
+    browser.get(link[0])  # a second time: refused, as a page in the user's language
+    assert "此链接无法打开" in browser.page_source
+    browser.back()
+    browser.get(browser.current_url.rsplit("/web/", 1)[0] + "/web/bind")
+    # The form without its CSRF token (as a forged one would come): refused, nothing done.
+    browser.execute_script("document.querySelectorAll('input[name=csrf]').forEach(e => e.remove())")
+    submit(browser, "button[value='/bind']")
+    assert "无法继续" in browser.page_source
+    assert "继续即表示你同意" not in browser.page_source
+
+
+def signed_init_data(user_id: int, *, age: float = 0) -> str:
     """initData as Telegram signs it (core.telegram.org/bots/webapps), by this test's own signer."""
-    fields = {"auth_date": str(int(time.time())), "user": json.dumps({"id": user_id, "first_name": "T"})}
+    fields = {
+        "auth_date": str(int(time.time() - age)),
+        "user": json.dumps({"id": user_id, "first_name": "T"}),
+    }
     check = "\n".join(f"{k}={v}" for k, v in sorted(fields.items()))
     secret = hmac.new(b"WebAppData", BOT_TOKEN.encode(), hashlib.sha256).digest()
     return urlencode({**fields, "hash": hmac.new(secret, check.encode(), hashlib.sha256).hexdigest()})
@@ -203,8 +225,27 @@ def test_the_mini_app_hands_over_init_data(browser: WebDriver, yibao: Demo) -> N
         browser.get(base + "/web/tg")
         WebDriverWait(browser, 15).until(lambda b: b.current_url.endswith("/web/bind"))
         assert "开始绑定" in browser.page_source  # tg:777001 has a session, and is not bound
-        browser.delete_all_cookies()
         browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", stand_in)
+        # Tampered (another user id under the first one's hash) and expired initData: refused.
+        good = signed_init_data(777001)
+        tampered = good.replace("777001", "777002")
+        expired = signed_init_data(777001, age=2 * 86400)
+        for bad in (tampered, expired):
+            browser.delete_all_cookies()
+            stand_in = browser.execute_cdp_cmd(
+                "Page.addScriptToEvaluateOnNewDocument",
+                {
+                    "source": "window.Telegram = {WebApp: {initData: "
+                    + json.dumps(bad)
+                    + ", ready: function () {}}};"
+                },
+            )
+            browser.get(base + "/web/tg")
+            WebDriverWait(browser, 15).until(lambda b: "Telegram" in b.find_element(By.ID, "status").text)
+            assert "未能确认你的身份" in browser.find_element(By.ID, "status").text
+            assert browser.current_url.endswith("/web/tg")
+            browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", stand_in)
+        browser.delete_all_cookies()
         browser.get(base + "/web/tg")  # outside Telegram: no initData, the page says how to get in
         WebDriverWait(browser, 15).until(lambda b: "/web" in b.find_element(By.ID, "status").text)
         assert browser.current_url.endswith("/web/tg")
