@@ -47,6 +47,9 @@ async def main() -> None:
 
     stop = asyncio.Event()
     alerts = asyncio.create_task(yibao.run_alerts(stop))
+    # Yibao's pages, when [web] is on: served on its [http] port, opened from the menu button.
+    pages = asyncio.create_task(yibao.serve_pages(stop)) if yibao.pages_enabled else None
+    await yibao.set_menu_button()
     loop = asyncio.get_running_loop()
     polling = asyncio.create_task(dp.start_polling(bot, handle_signals=False))
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -56,6 +59,8 @@ async def main() -> None:
     await dp.stop_polling()
     await polling
     await alerts
+    if pages is not None:
+        await pages
     await yibao.aclose()
 
 

@@ -56,11 +56,16 @@ async def main() -> None:
         assert application.updater is not None
         await application.updater.start_polling()
         alerts = asyncio.create_task(yibao.run_alerts(stop))
+        # Yibao's pages, when [web] is on: served on its [http] port, opened from the menu button.
+        pages = asyncio.create_task(yibao.serve_pages(stop)) if yibao.pages_enabled else None
+        await yibao.set_menu_button()
         logging.info("host bot with Yibao: polling")
         await stop.wait()
         await application.updater.stop()
         await application.stop()
         await alerts
+        if pages is not None:
+            await pages
     await yibao.aclose()
 
 

@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from bot.app import Runtime, build_runtime
 from bot.config import Settings, load_settings
+from bot.http.server import HttpServer
 from dialogs.models import Inbound
+from platforms import web
 from platforms.telegram.core import user_key
 
 if TYPE_CHECKING:  # only the host's library is imported, when it asks for it
@@ -34,6 +36,9 @@ class YibaoOnTelegram:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.core = runtime.telegram_core()
+        # What reaches a user unprompted besides alerts (a face check that passed, what a page did)
+        # goes through the host's bot too.
+        runtime.followups.outlets[self.core.platform] = self.core
 
     @classmethod
     async def open(cls, config: Settings | str | Path | None = None) -> YibaoOnTelegram:
@@ -65,6 +70,39 @@ class YibaoOnTelegram:
         """Replace the bot's command menu with Yibao's, in Chinese and English (optional: a host with
         commands of its own keeps its menu and adds Yibao's there)."""
         await self.core.set_commands()
+
+    @property
+    def pages_enabled(self) -> bool:
+        """``[web] enabled``: ``/web`` is Yibao's, and ``serve_pages`` has pages to serve."""
+        return self.runtime.settings.web.enabled
+
+    async def set_menu_button(self) -> bool:
+        """The chat's menu button opens Yibao's Mini App (``<public_url>/web/tg``), when ``[web]`` is
+        on with an https ``public_url``; False (nothing set) otherwise. Optional, like
+        ``set_commands``: a host with a menu button of its own keeps it (``/web`` still works)."""
+        w = self.runtime.settings.web
+        if not w.enabled or w.public_url is None:
+            return False
+        return await self.core.set_menu_button(web.url(w.public_url, web.TELEGRAM_ENTRY))
+
+    async def serve_pages(self, stop: asyncio.Event) -> None:
+        """Yibao's pages (``[web] enabled``) on the ``[http]`` server (``listen_host``:``listen_port``,
+        with ``/healthz``, ``/readyz`` and ``/metrics`` beside them) until ``stop``; put it behind
+        your TLS proxy at ``[web] public_url``. What a page does is told in the chat through the
+        host's bot."""
+        settings = self.runtime.settings
+        server = HttpServer(
+            host=settings.http.listen_host,
+            port=settings.http.listen_port,
+            trusted_proxies=settings.http.trusted_proxies,
+        )
+        self.runtime.observe(server)
+        server.mount(self.runtime.web_pages().routes())
+        await server.start()
+        try:
+            await stop.wait()
+        finally:
+            await server.stop()
 
     async def run_alerts(self, stop: asyncio.Event) -> None:
         """The alert checks and sends for Telegram users, through the host's bot, until ``stop``."""

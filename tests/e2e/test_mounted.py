@@ -1,6 +1,7 @@
 """Yibao mounted into an operator's own bot (``examples/aiogram_host.py``, ``examples/ptb_host.py``):
 each example runs as a real process against the Bot API emulator; the host's /ping and free text
-still reach the host, and a whole bind and /balance reach Yibao."""
+still reach the host, and a whole bind and /balance reach Yibao; with ``[web]`` on, the menu button
+and ``/web``'s Mini App button open the pages the host's process serves."""
 
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from botapi_emulator import BotApiEmulator, FakeUser
-from chat_process import clean_env, demo
+from chat_process import clean_env, demo, free_port
 
 from bot.crypto.pii import new_key_text
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+PUBLIC = "https://host.example.com"
 
 
 @pytest.fixture
@@ -52,6 +55,7 @@ def test_the_host_keeps_its_handlers_and_yibao_answers_its_own(
 ) -> None:
     sms = tmp_path / "sms.jsonl"
     log = tmp_path / "host.log"
+    port = free_port()
     env = clean_env(
         BOT_TOKEN=emulator.token,
         BOT_API_BASE_URL=emulator.url,
@@ -62,6 +66,9 @@ def test_the_host_keeps_its_handlers_and_yibao_answers_its_own(
         YIBAO_SMS__FILE_PATH=str(sms),
         YIBAO_GENERAL__DATA_DIR=str(tmp_path / "data"),
         YIBAO_INSURANCE__BALANCE_CACHE_SECONDS="0",
+        YIBAO_WEB__ENABLED="true",
+        YIBAO_WEB__PUBLIC_URL=PUBLIC,
+        YIBAO_HTTP__LISTEN_PORT=str(port),
     )
     with log.open("w") as out:
         host = subprocess.Popen(
@@ -91,6 +98,18 @@ def test_the_host_keeps_its_handlers_and_yibao_answers_its_own(
         assert "Personal account" in converse(user, "/balance", "Personal account")
         assert converse(user, "/ping", "pong") == "pong"  # out of the flow: the host's again
         assert converse(user, "thanks", "host heard") == "host heard: thanks"
+        # Yibao's pages through the host: the menu button opens the Mini App, /web gives a Mini App
+        # button whose link opens the pages (served by the host's process) as this chat's user.
+        assert emulator.menu_button()["web_app"]["url"] == f"{PUBLIC}/web/tg"
+        before = len(user.inbox)
+        user.says("/web")
+        [(_, link)] = user.wait_for("page", timeout=15, after=before).buttons
+        opened = httpx.get(link.replace(PUBLIC, f"http://127.0.0.1:{port}"), timeout=10)
+        assert opened.status_code == 303
+        cookie = opened.headers["set-cookie"].split(";")[0]
+        account = httpx.get(f"http://127.0.0.1:{port}/web/account", headers={"cookie": cookie}, timeout=10)
+        assert account.status_code == 200
+        assert "¥" in account.text  # bound in the chat: the page shows the account
         assert not any("host heard" in sent.text and who.name in sent.text for sent in user.inbox)
         host.send_signal(signal.SIGTERM)
         assert host.wait(timeout=30) == 0
