@@ -1,7 +1,8 @@
 """Real Redis topologies for the tests and the benchmark, started from ``redis-server`` and ``redis-cli``.
 
 - :class:`SentinelSet`: one primary, one replica, three sentinels (``redis-server --sentinel``), quick to
-  fail over (``down-after-milliseconds`` 1000, ``failover-timeout`` 3000).
+  fail over (``down-after-milliseconds`` 2000: 1000 let a loaded machine's stall start a second failover;
+  ``failover-timeout`` 3000).
 - :class:`ClusterSet`: ``masters`` masters with one replica each, made with ``redis-cli --cluster
   create`` and waited for until every node says ``cluster_state:ok``; ``cluster-node-timeout`` is
   1500 ms so a killed master's replica takes over within a few seconds.
@@ -64,6 +65,16 @@ def free_port() -> int:
         if _bindable(port) and _bindable(port + 10_000):
             return port
     raise RuntimeError("no free port pair found")
+
+
+def _synced_replica_of(node: Node, primary: Node) -> bool:
+    info = node.client().info("replication")
+    return (
+        info.get("role") == "slave"
+        and int(info.get("master_port", 0)) == primary.port
+        and info.get("master_link_status") == "up"
+        and not int(info.get("master_sync_in_progress", 0))
+    )
 
 
 def _wait(check: object, what: str, timeout: float = 30.0) -> None:
@@ -176,7 +187,7 @@ class SentinelSet:
                 free_port(),
                 [
                     f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.primary.port} 2",
-                    f"sentinel down-after-milliseconds {MASTER_NAME} 1000",
+                    f"sentinel down-after-milliseconds {MASTER_NAME} 2000",
                     f"sentinel failover-timeout {MASTER_NAME} 3000",
                     f"sentinel parallel-syncs {MASTER_NAME} 1",
                 ],
@@ -212,9 +223,21 @@ class SentinelSet:
         would empty its replica too."""
         old = self.current_primary()
         old.kill()
-        _wait(lambda: self.current_primary() is not old, "the sentinels to promote the replica")
+        _wait(lambda: self._all_see_other_than(old), "every sentinel to see the replica promoted")
+        new = self.current_primary()
         old.start()
+        # Back as a replica of the new primary, and in sync: until then it holds nothing, and a
+        # second failover (a busy machine stalling the new primary past down-after-milliseconds)
+        # could promote it and lose what the first kept (seen under the parallel test run).
+        _wait(lambda: _synced_replica_of(old, new), "the old primary to come back as a synced replica")
         return old
+
+    def _all_see_other_than(self, old: Node) -> bool:
+        for s in self.sentinels:
+            _host, port = s.client().sentinel_get_master_addr_by_name(MASTER_NAME)
+            if int(port) == old.port:
+                return False
+        return True
 
     def stop(self) -> None:
         for node in [*self.sentinels, self.replica, self.primary]:
