@@ -12,6 +12,7 @@ from decimal import Decimal
 
 from dialogs.amounts import format_percent
 from dialogs.models import Attachment, Outcome, Reply, Session
+from dialogs.notices import relation_label
 from dialogs.ports import InsuranceProblem, Offer
 from dialogs.turn import Turn
 
@@ -134,17 +135,12 @@ class MemberInfoFlow(Turn):
                     "the National Medical Insurance Service app."
                 )
             )
-        relation = {
-            "spouse": t.gettext("spouse"),
-            "child": t.gettext("child"),
-            "parent": t.gettext("parent"),
-        }
         lines = [t.gettext("Family members who may use your personal account (家庭共济):")]
         for r in relatives:
             lines.append(
                 t.gettext("• {name} ({relation}), since {since}: {spent} spent this year").format(
                     name=r.masked_name,
-                    relation=relation.get(r.relation, t.gettext("family")),
+                    relation=relation_label(t, r.relation),
                     since=r.since.isoformat(),
                     spent=self.money(r.spent_this_year),
                 )

@@ -40,6 +40,7 @@ from bot.storage.store import RedisStore
 from dialogs.crossing import Watch
 from dialogs.masking import mask_id_number, mask_phone
 from dialogs.models import Outcome, Session, UserKey, UserState
+from dialogs.notices import parse_seen
 from dialogs.ports import HeldItem
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ class SubjectData:
             items.append(HeldItem("alert.family", "on", "until_unbind"))
         if b"family_seen" in raw:
             # What each relative had spent when last told, by a digest of them, not their names.
-            count = max(0, len(raw[b"family_seen"].decode().partition(";")[2].split(",")))
+            count = len(parse_seen(raw[b"family_seen"].decode())[1])
             items.append(HeldItem("alert.family_seen", f"{count}", "until_unbind"))
         if profile.lang is not None:
             items.append(HeldItem("settings.language", profile.lang, "until_unbind"))
